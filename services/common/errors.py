@@ -75,3 +75,10 @@ class TrainingError(TrainerAgentError):
 
 
 INTERNAL_MESSAGE = "internal error; the service log has the details (look for the request id)"
+
+
+def from_rpc_error(exc: grpc.aio.AioRpcError) -> TrainerAgentError:
+    """Another service's status code and message, carried through this one unchanged."""
+    error = TrainerAgentError(exc.details() or exc.code().name)
+    error.code = exc.code()
+    return error

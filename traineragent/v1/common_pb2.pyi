@@ -800,6 +800,8 @@ class TrialResult(_message.Message):
     WORKER_FIELD_NUMBER: _builtins.int
     STOP_REASON_FIELD_NUMBER: _builtins.int
     ONNX_LATENCY_MS_FIELD_NUMBER: _builtins.int
+    BUNDLE_ARTIFACT_FIELD_NUMBER: _builtins.int
+    BEST_EPOCH_FIELD_NUMBER: _builtins.int
     trial_id: _builtins.str
     """Unique within the job."""
     candidate: _builtins.str
@@ -828,6 +830,10 @@ class TrialResult(_message.Message):
     """Why training stopped: max_epochs, early_stopping, deadline, cancelled."""
     onnx_latency_ms: _builtins.float
     """Mean ONNX latency of one single-image inference measured by the worker, ms."""
+    bundle_artifact: _builtins.str
+    """The model bundle artifact (ONNX + preprocessing + classes); empty when the trial failed."""
+    best_epoch: _builtins.int
+    """The epoch whose weights were kept (best on validation)."""
     @_builtins.property
     def validation_metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Metrics on the validation split (what the choice is made on)."""
@@ -855,10 +861,12 @@ class TrialResult(_message.Message):
         worker: _builtins.str = ...,
         stop_reason: _builtins.str = ...,
         onnx_latency_ms: _builtins.float = ...,
+        bundle_artifact: _builtins.str = ...,
+        best_epoch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate", b"candidate", "device", b"device", "epochs", b"epochs", "error", b"error", "hyperparameters_json", b"hyperparameters_json", "model_size_mb", b"model_size_mb", "num_parameters", b"num_parameters", "onnx_artifact", b"onnx_artifact", "onnx_latency_ms", b"onnx_latency_ms", "parity_max_abs_diff", b"parity_max_abs_diff", "stop_reason", b"stop_reason", "test_metrics", b"test_metrics", "train_seconds", b"train_seconds", "trial_id", b"trial_id", "validation_metrics", b"validation_metrics", "worker", b"worker"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_epoch", b"best_epoch", "bundle_artifact", b"bundle_artifact", "candidate", b"candidate", "device", b"device", "epochs", b"epochs", "error", b"error", "hyperparameters_json", b"hyperparameters_json", "model_size_mb", b"model_size_mb", "num_parameters", b"num_parameters", "onnx_artifact", b"onnx_artifact", "onnx_latency_ms", b"onnx_latency_ms", "parity_max_abs_diff", b"parity_max_abs_diff", "stop_reason", b"stop_reason", "test_metrics", b"test_metrics", "train_seconds", b"train_seconds", "trial_id", b"trial_id", "validation_metrics", b"validation_metrics", "worker", b"worker"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -107,6 +107,7 @@ class TrialSpec(_message.Message):
     MAX_EPOCHS_FIELD_NUMBER: _builtins.int
     TASK_TYPE_FIELD_NUMBER: _builtins.int
     SELECTION_METRIC_FIELD_NUMBER: _builtins.int
+    BUDGET_SECONDS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job."""
     trial_id: _builtins.str
@@ -129,6 +130,8 @@ class TrialSpec(_message.Message):
     """The task type."""
     selection_metric: _builtins.str
     """The metric the model is selected on."""
+    budget_seconds: _builtins.float
+    """This trial's share of the budget in seconds, counted from when a worker starts it."""
     @_builtins.property
     def classes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Class names in order."""
@@ -148,10 +151,11 @@ class TrialSpec(_message.Message):
         max_epochs: _builtins.int = ...,
         task_type: _common_pb2.TaskType.ValueType = ...,
         selection_metric: _builtins.str = ...,
+        budget_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate", b"candidate", "classes", b"classes", "dataset_artifact", b"dataset_artifact", "deadline_unix", b"deadline_unix", "hyperparameters_json", b"hyperparameters_json", "job_id", b"job_id", "max_epochs", b"max_epochs", "operation_id", b"operation_id", "preprocessing_json", b"preprocessing_json", "selection_metric", b"selection_metric", "task_type", b"task_type", "trial_id", b"trial_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_seconds", b"budget_seconds", "candidate", b"candidate", "classes", b"classes", "dataset_artifact", b"dataset_artifact", "deadline_unix", b"deadline_unix", "hyperparameters_json", b"hyperparameters_json", "job_id", b"job_id", "max_epochs", b"max_epochs", "operation_id", b"operation_id", "preprocessing_json", b"preprocessing_json", "selection_metric", b"selection_metric", "task_type", b"task_type", "trial_id", b"trial_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""The ``trainer-agent`` command: a gRPC client of the gateway, the embedded launcher and offline planning."""

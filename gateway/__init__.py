@@ -1,0 +1,1 @@
+"""The gateway: TrainerAgent's one public door (GatewayService)."""

@@ -1,0 +1,223 @@
+"""The Model agent: plans the search, runs it on the training workers, chooses and reports.
+
+Trials go on the JetStream work queue; whichever workers are up take them (one trial at a time
+each), and report ``trial_finished`` events on the job's subject. The agent waits for every trial
+of its operation (or the budget), chooses on the validation split, and reports the choice with
+the test metrics of the chosen model only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from services.common.artifacts import ArtifactStore
+from services.common.bus import TERMINAL_STATES, Bus
+from services.common.config import Settings
+from services.common.errors import InvalidArgument, TrainingError
+from services.common.jsonfmt import enum_to_json
+from services.common.logging import get_logger
+from services.model import zoo
+from traineragent.v1 import common_pb2, model_pb2
+
+log = get_logger(__name__)
+
+# Seconds past the budget the agent waits for trials to report (export and upload take time).
+REPORT_GRACE_S = 120.0
+CLASSIFICATION_METRICS = ("accuracy", "f1", "precision", "recall")
+
+
+class ModelAgent:
+    def __init__(self, bus: Bus, store: ArtifactStore, settings: Settings) -> None:
+        self.bus = bus
+        self.store = store
+        self.settings = settings
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def plan(self, spec: common_pb2.TaskSpec, data: common_pb2.DataReport, budget_s: float) -> list[model_pb2.TrialSpec]:
+        """One trial per zoo candidate for the task, cheapest first; the budget is shared by cost."""
+        task = enum_to_json(common_pb2.TaskType.DESCRIPTOR, spec.task_type) or "image_classification"
+        candidates = sorted(zoo.candidates_for(task), key=lambda c: c.relative_cost)
+        if not candidates:
+            raise InvalidArgument(f"the model zoo has no candidate for {task}")
+        if not data.dataset_artifact:
+            raise InvalidArgument("the data report names no dataset artifact; prepare the data first")
+        metric = selection_metric(spec)
+        total_cost = sum(c.relative_cost for c in candidates)
+        deadline = time.time() + budget_s
+        trials = []
+        for index, candidate in enumerate(candidates):
+            trials.append(
+                model_pb2.TrialSpec(
+                    trial_id=f"t{index + 1}-{candidate.name}",
+                    candidate=candidate.name,
+                    hyperparameters_json=json.dumps(candidate.default_hyperparameters, sort_keys=True),
+                    dataset_artifact=data.dataset_artifact,
+                    classes=list(data.classes),
+                    preprocessing_json=data.preprocessing_json,
+                    deadline_unix=deadline,
+                    max_epochs=self.settings.max_epochs,
+                    task_type=spec.task_type,
+                    selection_metric=metric,
+                    budget_seconds=budget_s * candidate.relative_cost / total_cost,
+                )
+            )
+        return trials
+
+    def start_training(self, request: model_pb2.StartTrainingRequest) -> list[str]:
+        budget = request.budget_seconds or self.settings.default_train_budget_s
+        trials = self.plan(request.task_spec, request.data_report, budget)
+        for trial in trials:
+            trial.job_id = request.job_id
+            trial.operation_id = request.operation_id
+        task = asyncio.create_task(self._search(request, trials, budget))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return [t.candidate for t in trials]
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _search(self, request: model_pb2.StartTrainingRequest, trials: list[model_pb2.TrialSpec],
+                      budget_s: float) -> None:
+        job_id, op = request.job_id, request.operation_id
+        started = time.monotonic()
+        try:
+            names = ", ".join(f"{t.candidate} (~{t.budget_seconds:.0f}s)" for t in trials)
+            await self._event(job_id, op, common_pb2.STAGE_TRAIN, common_pb2.EVENT_KIND_STAGE_STARTED,
+                              f"searching {len(trials)} candidates within {budget_s:.0f}s: {names}")
+            for trial in trials:
+                await self.bus.enqueue_trial(trial, f"{job_id}:{op}:{trial.trial_id}")
+            results = await self._collect(job_id, op, [t.trial_id for t in trials], budget_s + REPORT_GRACE_S)
+            if results is None:
+                return  # the job ended (cancelled)
+            report = choose(request.task_spec, results)
+            report.seconds = round(time.monotonic() - started, 3)
+            await self._event(job_id, op, common_pb2.STAGE_TRAIN, common_pb2.EVENT_KIND_DECISION, report.reasoning)
+            await self._event(job_id, op, common_pb2.STAGE_TRAIN, common_pb2.EVENT_KIND_STAGE_FINISHED,
+                              f"search finished in {report.seconds:.1f}s; chose {report.candidate}")
+            await self._event(job_id, op, common_pb2.STAGE_EXPORT, common_pb2.EVENT_KIND_STAGE_STARTED,
+                              "checking the exported ONNX model")
+            if not await self.store.exists(report.bundle_artifact):
+                raise TrainingError(f"the chosen model's bundle {report.bundle_artifact} is missing from the store")
+            await self._event(
+                job_id, op, common_pb2.STAGE_EXPORT, common_pb2.EVENT_KIND_STAGE_FINISHED,
+                f"ONNX model {report.model_size_mb:.2f} MB; parity with PyTorch: max |diff| "
+                f"{report.parity_max_abs_diff:.2e}",
+                model_report=report,
+            )
+        except asyncio.CancelledError:
+            raise
+        except (TrainingError, InvalidArgument) as exc:
+            await self._event(job_id, op, common_pb2.STAGE_TRAIN, common_pb2.EVENT_KIND_STAGE_FINISHED,
+                              f"training failed: {exc.message}", error=exc.message)
+        except Exception as exc:  # noqa: BLE001 - the job must hear about it
+            log.exception("search_crashed", job_id=job_id)
+            message = f"internal error in the Model agent ({type(exc).__name__}); the model service log has details"
+            await self._event(job_id, op, common_pb2.STAGE_TRAIN, common_pb2.EVENT_KIND_STAGE_FINISHED, message,
+                              error=message)
+
+    async def _collect(self, job_id: str, op: str, trial_ids: list[str],
+                       timeout_s: float) -> list[common_pb2.TrialResult] | None:
+        """Every trial's result, or those in by the timeout; None when the job ended meanwhile."""
+        wanted = set(trial_ids)
+        results: dict[str, common_pb2.TrialResult] = {}
+
+        async def gather() -> bool:
+            async for event in self.bus.event_history(job_id):
+                if event.kind == common_pb2.EVENT_KIND_STATE_CHANGED and event.state in TERMINAL_STATES:
+                    return False
+                if (event.kind == common_pb2.EVENT_KIND_TRIAL_FINISHED and event.operation_id == op
+                        and event.trial.trial_id in wanted):
+                    results[event.trial.trial_id] = event.trial
+                    if len(results) == len(wanted):
+                        return True
+            return True  # pragma: no cover - the history never ends by itself
+
+        try:
+            if not await asyncio.wait_for(gather(), timeout_s):
+                return None
+        except TimeoutError:
+            missing = sorted(wanted - set(results))
+            log.warning("trials_missing", job_id=job_id, missing=missing)
+            await self._event(job_id, op, common_pb2.STAGE_TRAIN, common_pb2.EVENT_KIND_WARNING,
+                              f"no result from {', '.join(missing)} within the budget; choosing among the rest")
+        return [results[t] for t in trial_ids if t in results]
+
+    async def _event(self, job_id: str, op: str, stage: int, kind: int, message: str, *, error: str = "",
+                     model_report: common_pb2.ModelReport | None = None) -> None:
+        event = common_pb2.JobEvent(job_id=job_id, state=common_pb2.JOB_STATE_RUNNING, stage=stage, kind=kind,
+                                    message=message, operation_id=op, source="model", error=error)
+        if model_report is not None:
+            event.model_report.CopyFrom(model_report)
+        await self.bus.publish_event(event)
+
+
+def selection_metric(spec: common_pb2.TaskSpec) -> str:
+    """The first classification target's metric, else accuracy."""
+    for target in spec.targets:
+        name = enum_to_json(common_pb2.Metric.DESCRIPTOR, target.metric)
+        if name in CLASSIFICATION_METRICS:
+            return name
+    return "accuracy"
+
+
+def choose(spec: common_pb2.TaskSpec, results: list[common_pb2.TrialResult]) -> common_pb2.ModelReport:
+    """The best trial on validation among those that meet the latency and size limits (when any do)."""
+    metric = selection_metric(spec)
+    ok = [r for r in results if not r.error and r.bundle_artifact]
+    failed = [r for r in results if r.error or not r.bundle_artifact]
+    if not ok:
+        reasons = "; ".join(f"{r.candidate}: {r.error or 'no model'}" for r in failed) or "no trial reported"
+        raise TrainingError(f"every trial failed ({reasons})")
+    c = spec.constraints
+    rejected: list[str] = [f"{r.candidate}: failed ({r.error})" for r in failed]
+
+    def fits(r: common_pb2.TrialResult) -> list[str]:
+        why = []
+        if c.HasField("max_latency_ms") and r.onnx_latency_ms > c.max_latency_ms:
+            why.append(f"bare model latency {r.onnx_latency_ms:.2f} ms > {c.max_latency_ms:g} ms")
+        if c.HasField("max_model_size_mb") and r.model_size_mb > c.max_model_size_mb:
+            why.append(f"size {r.model_size_mb:.2f} MB > {c.max_model_size_mb:g} MB")
+        return why
+
+    fitting = [r for r in ok if not fits(r)]
+    pool = fitting or ok
+    # Best validation score first; among equals the smaller (faster) model.
+    ranked = sorted(pool, key=lambda r: (-r.validation_metrics.get(metric, 0.0), r.num_parameters))
+    best = ranked[0]
+    for r in ok:
+        if r is best:
+            continue
+        why = fits(r)
+        if why:
+            rejected.append(f"{r.candidate}: {'; '.join(why)}")
+        else:
+            rejected.append(
+                f"{r.candidate}: validation {metric} {r.validation_metrics.get(metric, 0.0):.4f} "
+                f"vs {best.validation_metrics.get(metric, 0.0):.4f}"
+            )
+    reasoning = (
+        f"chose {best.candidate}: validation {metric} {best.validation_metrics.get(metric, 0.0):.4f}, "
+        f"{best.num_parameters:,} parameters, bare ONNX latency {best.onnx_latency_ms:.2f} ms"
+    )
+    if not fitting:
+        reasoning += "; no candidate met the latency/size limits, so the best on validation was kept"
+    leaderboard = sorted(results, key=lambda r: (bool(r.error), -r.validation_metrics.get(metric, 0.0)))
+    return common_pb2.ModelReport(
+        best_trial_id=best.trial_id,
+        candidate=best.candidate,
+        validation_metrics=dict(best.validation_metrics),
+        test_metrics=dict(best.test_metrics),
+        leaderboard=leaderboard,
+        bundle_artifact=best.bundle_artifact,
+        onnx_artifact=best.onnx_artifact,
+        model_size_mb=best.model_size_mb,
+        parity_max_abs_diff=best.parity_max_abs_diff,
+        reasoning=reasoning,
+        rejected=rejected,
+        selection_metric=metric,
+    )

@@ -1,0 +1,52 @@
+"""Shared fixtures: the real stack (nats-server + six processes) on free loopback ports, once per session."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from cli.client import GatewayClient
+from cli.launcher import DEFAULT_PORTS, Stack, free_port
+
+# Tests turn the training budget down; the pipeline is the same.
+TEST_ENV = {
+    "TRAINERAGENT_TRAIN_BUDGET_S": "75",
+    "TRAINERAGENT_MAX_EPOCHS": "14",
+    "TRAINERAGENT_LOG_LEVEL": "INFO",
+}
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Iterator[pathlib.Path]:
+    """The one folder server paths may point into (TRAINERAGENT_DATA_ROOTS)."""
+    root = pathlib.Path(tempfile.mkdtemp(prefix="ta-data-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack(data_root: pathlib.Path) -> Iterator[Stack]:
+    state = pathlib.Path(tempfile.mkdtemp(prefix="ta-stack-"))
+    ports = {name: free_port() for name in DEFAULT_PORTS}
+    ports["endpoints"] = 20000 + (os.getpid() % 20000)
+    env = dict(TEST_ENV, TRAINERAGENT_DATA_ROOTS=str(data_root))
+    stack = Stack(state_dir=state, ports=ports, env=env)
+    stack.start(timeout_s=120)
+    yield stack
+    stack.stop()
+    if os.environ.get("TRAINERAGENT_KEEP_TEST_STATE"):
+        print(f"test stack state kept in {state}")
+    else:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def gateway(stack: Stack) -> Iterator[GatewayClient]:
+    client = GatewayClient(stack.gateway, timeout_s=60)
+    yield client
+    client.close()
