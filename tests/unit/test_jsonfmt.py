@@ -18,7 +18,9 @@ def test_job_json_has_every_key_with_nulls_and_enum_spellings():
     assert out["task_spec"]["reject_reason"] is None
     assert out["deployment"] is None and out["model_report"] is None
     assert out["created_at"] is None
-    assert out["dataset"] == {"upload_id": None, "server_path": None}
+    assert out["dataset"] is None
+    job.dataset.server_path = "/data"
+    assert message_to_json(job)["dataset"] == {"upload_id": None, "server_path": "/data"}
     job.targets_met = False
     assert message_to_json(job)["targets_met"] is False
 
