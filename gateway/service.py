@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -146,7 +147,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             if header.sha256 and header.sha256.lower() != sha:
                 raise InvalidArgument("the upload's SHA-256 does not match the header's; upload it again")
             path = pathlib.Path(tmp.name)
-            num_files = sources.inspect_archive(path, kind)
+            num_files = await asyncio.to_thread(sources.inspect_archive, path, kind)
             if num_files == 0:
                 raise InvalidArgument(
                     f"the archive {header.filename} holds no files: pack a folder with one sub-folder per class"

@@ -64,6 +64,12 @@ def decode_image(data: bytes, mode: str) -> Image.Image:
     except Exception as exc:  # PIL raises many types for bad input
         raise ImageDecodeError(f"cannot decode image ({len(data)} bytes): {exc}") from exc
     image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grayscale: scale to 8 bits by the image's own range, or convert() clips it to white.
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        scaled = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
+        image = Image.fromarray(scaled.astype(np.uint8), "L")
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -58,8 +58,9 @@ def write_image_folder_parquet(path: Path, rows: Iterable[Row], classes: list[st
     written = 0
     batch: list[Row] = []
     batch_bytes = 0
-    with pq.ParquetWriter(path, schema, compression={"image": "none", "label": "snappy", "split": "snappy",
-                                                     "path": "snappy"}) as writer:
+    # Encoded images do not compress further; the text columns do.
+    compression = {"image": "none", "label": "snappy", "split": "snappy", "path": "snappy"}
+    with pq.ParquetWriter(path, schema, compression=compression) as writer:
         for row in rows:
             batch.append(row)
             batch_bytes += len(row[0])
@@ -78,15 +79,24 @@ def read_image_folder_parquet(path: Path) -> ImageDataset:
     table = pq.read_table(path)
     metadata = table.schema.metadata or {}
     try:
-        fmt = json.loads(metadata[FORMAT_KEY])
+        fmt = _json_or_text(metadata[FORMAT_KEY])
         classes = json.loads(metadata[CLASSES_KEY])
         preprocessing = ImagePreprocessing.from_json(metadata[PREPROCESSING_KEY].decode())
     except KeyError as exc:
-        raise ValueError(f"{path} is not an image-folder dataset artifact: metadata {exc} is missing") from exc
+        raise ValueError(f"{path} is not an image-folder dataset artifact: no metadata {exc}") from exc
     return ImageDataset(table=table, classes=list(classes), preprocessing=preprocessing, format=fmt)
 
 
 def _to_table(batch: list[Row], schema: pa.Schema) -> pa.Table:
     columns = list(zip(*batch, strict=True)) if batch else [(), (), (), ()]
-    return pa.Table.from_arrays([pa.array(column, type=field.type) for column, field in zip(columns, schema)],
-                                schema=schema)
+    arrays = [pa.array(column, type=field.type) for column, field in zip(columns, schema, strict=True)]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _json_or_text(raw: bytes) -> str:
+    """The format value as JSON (``"image_folder"``), tolerating a writer that stored the bare word."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw.decode()
+    return str(value)

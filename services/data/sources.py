@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from services.common.errors import InvalidArgument, PermissionDenied, ResourceExhausted
+from services.common.errors import InvalidArgument, ResourceExhausted
 from services.common.logging import get_logger
 
 log = get_logger(__name__)
@@ -42,7 +42,9 @@ _ARCHIVE_SUFFIXES: tuple[tuple[str, str], ...] = (
     (".zip", "zip"),
 )
 ACCEPTED_EXTENSIONS = ".zip, .tar, .tar.gz (.tgz), .tar.bz2, .tar.xz"
-_TAR_MODES = {"tar": "r:", "tar.gz": "r:gz", "tar.bz2": "r:bz2", "tar.xz": "r:xz"}
+# Every tar kind is opened with "r:*": a .tar that is really gzipped still reads; the kind only
+# has to be one we know.
+_TAR_KINDS = ("tar", "tar.gz", "tar.bz2", "tar.xz")
 
 # Files that operating systems leave behind; never part of a dataset.
 _JUNK_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"})
@@ -82,7 +84,7 @@ def resolve_server_path(path: str, roots: Sequence[Path]) -> Path:
     outside the roots.
     """
     if not roots:
-        raise PermissionDenied(
+        raise InvalidArgument(
             "server paths are turned off on this data service: no allowed roots are configured. "
             "The operator can set TRAINERAGENT_DATA_ROOTS (folders separated by ':'), "
             "or upload the data instead (trainer-agent run --data LOCAL_PATH)"
@@ -91,11 +93,12 @@ def resolve_server_path(path: str, roots: Sequence[Path]) -> Path:
         raise InvalidArgument("the server path is empty: name a folder or archive under the allowed roots")
     resolved_roots = [Path(root).expanduser().resolve() for root in roots]
     resolved = Path(path).expanduser().resolve()
-    if not any(resolved == root or resolved.is_relative_to(root) for root in resolved_roots):
+    if not any(resolved.is_relative_to(root) for root in resolved_roots):
         allowed = ", ".join(str(root) for root in resolved_roots)
-        raise PermissionDenied(
+        raise InvalidArgument(
             f"path {path} is outside the data service's allowed roots ({allowed}); "
-            "name a path under one of them, or upload the data instead"
+            "name a path under one of them, upload the data instead (--data), "
+            "or have the operator add the folder to TRAINERAGENT_DATA_ROOTS"
         )
     if not resolved.exists():
         raise InvalidArgument(
@@ -129,7 +132,7 @@ def inspect_archive(path: Path, kind: str) -> int:
     try:
         if kind == "zip":
             return _inspect_zip(path)
-        return _inspect_tar(path, kind)
+        return _inspect_tar(path)
     except _CORRUPT_ERRORS as exc:
         if _is_host_error(exc):
             raise
@@ -151,7 +154,7 @@ def extract_archive(path: Path, kind: str, dest: Path, max_files: int = MAX_FILE
         if kind == "zip":
             _extract_zip(path, dest, budget)
         else:
-            _extract_tar(path, kind, dest, budget)
+            _extract_tar(path, dest, budget)
     except _CORRUPT_ERRORS as exc:
         if _is_host_error(exc):
             raise
@@ -180,8 +183,8 @@ def _visible_entries(folder: Path) -> list[Path]:
 
 
 def _check_kind(kind: str) -> None:
-    if kind not in _TAR_MODES and kind != "zip":
-        raise InvalidArgument(f"unknown archive kind {kind!r}: use one of zip, {', '.join(_TAR_MODES)}")
+    if kind not in _TAR_KINDS and kind != "zip":
+        raise InvalidArgument(f"unknown archive kind {kind!r}: use one of zip, {', '.join(_TAR_KINDS)}")
 
 
 def _is_host_error(exc: BaseException) -> bool:
@@ -224,8 +227,8 @@ class _Budget:
     def _check(self, total: int) -> None:
         if total > self.max_total_bytes:
             raise ResourceExhausted(
-                f"the archive unpacks to more than {self.max_total_bytes / 1024**3:.1f} GiB, the most one dataset "
-                "may take; shrink the images or sample the dataset"
+                f"the archive unpacks to more than {self.max_total_bytes / 1024**3:.1f} GiB, the most one "
+                "dataset may take; shrink the images or sample the dataset"
             )
 
 
@@ -342,9 +345,9 @@ def _iter_tar(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
             pass
 
 
-def _inspect_tar(path: Path, kind: str) -> int:
+def _inspect_tar(path: Path) -> int:
     count = 0
-    with tarfile.open(path, _TAR_MODES[kind]) as tar:
+    with tarfile.open(path, "r:*") as tar:
         for member in _iter_tar(tar):
             if not member.isreg():
                 continue
@@ -367,8 +370,8 @@ def _tar_link_target(member: tarfile.TarInfo) -> PurePosixPath | None:
     return _safe_relative(joined)
 
 
-def _extract_tar(path: Path, kind: str, dest: Path, budget: _Budget) -> None:
-    with tarfile.open(path, _TAR_MODES[kind]) as tar:
+def _extract_tar(path: Path, dest: Path, budget: _Budget) -> None:
+    with tarfile.open(path, "r:*") as tar:
         for member in _iter_tar(tar):
             target = _target_for(dest, member.name)
             if target is None:
@@ -383,7 +386,7 @@ def _extract_tar(path: Path, kind: str, dest: Path, budget: _Budget) -> None:
             elif member.islnk() or member.issym():
                 _extract_tar_link(tar, member, target, budget)
             else:
-                log.warning("archive_member_skipped", member=member.name, reason="device, fifo or special file")
+                log.warning("archive_member_skipped", member=member.name, reason="device or special file")
 
 
 def _extract_tar_link(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, budget: _Budget) -> None:
@@ -393,7 +396,7 @@ def _extract_tar_link(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Pat
         return
     try:
         source = tar.extractfile(member)
-    except (KeyError, tarfile.StreamError):
+    except (KeyError, tarfile.StreamError, RecursionError):  # missing target, or links in a loop
         source = None
     if source is None:
         log.warning("archive_member_skipped", member=member.name, reason=f"link to missing {member.linkname}")
