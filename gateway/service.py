@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 import grpc
 
 from services.common.artifacts import ArtifactStore
-from services.common.bundle import read_bundle
 from services.common.bus import TERMINAL_STATES, Bus
 from services.common.clients import ServiceClients
 from services.common.config import Settings

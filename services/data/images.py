@@ -31,8 +31,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from services.common.errors import DataError, InvalidArgument
+from services.common.image_dataset import write_image_dataset
 from services.common.preprocessing import ImagePreprocessing, decode_image, image_to_array
-from services.data.artifact import write_image_folder_parquet
 from services.data.sources import is_ignored_name
 from traineragent.v1 import common_pb2
 
@@ -409,7 +409,7 @@ def _write_artifact(out_parquet: Path, examples: list[_Example], splits: dict[st
                    key=lambda file: (order[splits[file.relpath]], file.relpath))
     rows = ((file.path.read_bytes(), file.label, splits[file.relpath], file.relpath) for file in files)
     out_parquet.parent.mkdir(parents=True, exist_ok=True)
-    write_image_folder_parquet(out_parquet, rows, classes, preprocessing)
+    write_image_dataset(out_parquet, rows, classes, preprocessing)
 
 
 def _report(classes: list[str], by_class: dict[str, list[_Example]], examples: list[_Example],

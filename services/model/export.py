@@ -27,6 +27,7 @@ OPSET = 18
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "scores"
 PARITY_TOLERANCE = 1e-4
+PathLike = str | os.PathLike[str]
 
 
 class ParityError(TrainingError):
@@ -42,7 +43,7 @@ class _WithSoftmax(nn.Module):
         return torch.softmax(self.model(pixels), dim=1)
 
 
-def export_onnx(model: nn.Module, spec: ImagePreprocessing, path: str | os.PathLike[str], num_classes: int) -> str:
+def export_onnx(model: nn.Module, spec: ImagePreprocessing, path: PathLike, num_classes: int) -> str:
     """Write ``model`` (logits) as a softmax-scoring ONNX file at ``path``; return the exporter used."""
     path = pathlib.Path(path)
     wrapped = _WithSoftmax(model.to("cpu")).eval()
@@ -73,7 +74,8 @@ def _export_dynamo(wrapped: nn.Module, example: torch.Tensor, path: pathlib.Path
     with torch.no_grad():
         program = torch.onnx.export(
             wrapped, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME], dynamic_shapes={"pixels": {0: batch}}, external_data=False, verbose=False,
+            output_names=[OUTPUT_NAME], dynamic_shapes={"pixels": {0: batch}}, external_data=False,
+            verbose=False,
         )
     program.save(str(path), external_data=False)
     # Belt and braces: fold any external tensors back into the one file.
@@ -103,11 +105,11 @@ def _check_graph(path: pathlib.Path, spec: ImagePreprocessing, num_classes: int)
         raise TrainingError(f"the exported ONNX model outputs shape {dims}, expected [batch, {num_classes}]")
 
 
-def _session(onnx_path: str | os.PathLike[str]) -> ort.InferenceSession:
+def _session(onnx_path: PathLike) -> ort.InferenceSession:
     return ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
 
 
-def check_parity(model: nn.Module, onnx_path: str | os.PathLike[str], x: np.ndarray) -> float:
+def check_parity(model: nn.Module, onnx_path: PathLike, x: np.ndarray) -> float:
     """Max |softmax(model(x)) - onnx scores| over one image and the whole batch; ParityError past 1e-4."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if len(x) == 0:
@@ -128,7 +130,7 @@ def check_parity(model: nn.Module, onnx_path: str | os.PathLike[str], x: np.ndar
     return worst
 
 
-def measure_onnx_latency_ms(onnx_path: str | os.PathLike[str], x_single: np.ndarray, runs: int = 50) -> float:
+def measure_onnx_latency_ms(onnx_path: PathLike, x_single: np.ndarray, runs: int = 50) -> float:
     """Mean milliseconds of one ``session.run`` on a single input, after warm-up (the bare model)."""
     session = _session(onnx_path)
     feed = {INPUT_NAME: np.ascontiguousarray(x_single[:1], dtype=np.float32)}

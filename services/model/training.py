@@ -11,133 +11,25 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import math
 import os
 import pathlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
 from services.common.errors import DataError
+from services.common.image_dataset import ImageSplits, load_image_dataset, write_image_dataset  # noqa: F401 - re-exported
 from services.common.preprocessing import ImagePreprocessing, decode_image, image_to_array, normalize
 from services.model.zoo import build_image_model, count_parameters, get_candidate
 
-SPLITS = ("train", "validation", "test")
-FORMAT_KEY = b"traineragent.format"
-CLASSES_KEY = b"traineragent.classes"
-PREPROCESSING_KEY = b"traineragent.preprocessing"
-IMAGE_FOLDER_FORMAT = "image_folder"
-DATASET_SCHEMA = pa.schema([
-    pa.field("image", pa.binary()),
-    pa.field("label", pa.string()),
-    pa.field("split", pa.string()),
-    pa.field("path", pa.string()),
-])
-# A row group closes at whichever comes first, so memory stays bounded while writing.
-_WRITE_BATCH_ROWS = 1024
-_WRITE_BATCH_BYTES = 64 * 1024 * 1024
-
 EVAL_BATCH = 256
-
-
-# --- the dataset artifact -------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class ImageSplits:
-    """A dataset artifact in memory: encoded images and class indices per split."""
-
-    classes: list[str]
-    spec: ImagePreprocessing
-    train_images: list[bytes]
-    train_labels: np.ndarray
-    validation_images: list[bytes]
-    validation_labels: np.ndarray
-    test_images: list[bytes]
-    test_labels: np.ndarray
-
-    def images(self, split: str) -> list[bytes]:
-        return getattr(self, f"{split}_images")
-
-    def labels(self, split: str) -> np.ndarray:
-        return getattr(self, f"{split}_labels")
-
-
-def write_image_dataset(path: str | os.PathLike[str], rows: Iterable[tuple[bytes, str, str, str]],
-                        classes: Sequence[str], spec: ImagePreprocessing) -> int:
-    """Write the dataset artifact (docs/formats.md) from (image bytes, label, split, relpath) rows.
-
-    The one writer of the format: the Data agent calls it, so the reader below always agrees. Rows
-    are streamed in bounded row groups; the image bytes are stored as given, never re-encoded.
-    Returns the number of rows written.
-    """
-    known = set(classes)
-    schema = DATASET_SCHEMA.with_metadata({
-        FORMAT_KEY: json.dumps(IMAGE_FOLDER_FORMAT).encode(),
-        CLASSES_KEY: json.dumps(list(classes)).encode(),
-        PREPROCESSING_KEY: spec.to_json().encode(),
-    })
-    written, batch, batch_bytes = 0, [], 0
-    compression = {"image": "none", "label": "snappy", "split": "snappy", "path": "snappy"}
-    with pq.ParquetWriter(str(path), schema, compression=compression) as writer:
-        for image, label, split, relpath in rows:
-            if label not in known:
-                raise ValueError(f"row {relpath!r}: label {label!r} is not one of the classes {sorted(known)}")
-            if split not in SPLITS:
-                raise ValueError(f"row {relpath!r}: split {split!r} is not one of {SPLITS}")
-            batch.append((bytes(image), label, split, relpath))
-            batch_bytes += len(image)
-            if len(batch) >= _WRITE_BATCH_ROWS or batch_bytes >= _WRITE_BATCH_BYTES:
-                writer.write_table(_rows_to_table(batch, schema))
-                written, batch, batch_bytes = written + len(batch), [], 0
-        if batch or written == 0:
-            writer.write_table(_rows_to_table(batch, schema))
-            written += len(batch)
-    return written
-
-
-def _rows_to_table(batch: list[tuple[bytes, str, str, str]], schema: pa.Schema) -> pa.Table:
-    columns = list(zip(*batch, strict=True)) if batch else [(), (), (), ()]
-    arrays = [pa.array(column, type=field.type) for column, field in zip(columns, schema, strict=True)]
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def load_image_dataset(path: str | os.PathLike[str]) -> ImageSplits:
-    """Read a dataset artifact; a file that is not one raises DataError naming what is missing."""
-    table = pq.read_table(str(path), columns=["image", "label", "split"])
-    metadata = pq.read_schema(str(path)).metadata or {}
-    try:
-        classes = [str(c) for c in json.loads(metadata[CLASSES_KEY])]
-        spec = ImagePreprocessing.from_json(metadata[PREPROCESSING_KEY].decode())
-    except KeyError as exc:
-        raise DataError(f"{pathlib.Path(path).name} is not an image dataset artifact: metadata {exc} is missing") from exc
-    index = {name: i for i, name in enumerate(classes)}
-    images = table.column("image").to_pylist()
-    labels = table.column("label").to_pylist()
-    splits = table.column("split").to_pylist()
-    unknown = sorted(set(labels) - set(index))
-    if unknown:
-        raise DataError(f"the dataset has labels {unknown[:5]} that are not among its classes {classes}")
-    parts: dict[str, tuple[list[bytes], list[int]]] = {s: ([], []) for s in SPLITS}
-    for image, label, split in zip(images, labels, splits, strict=True):
-        if split not in parts:
-            raise DataError(f"the dataset has a row in split {split!r}; splits are {', '.join(SPLITS)}")
-        parts[split][0].append(image)
-        parts[split][1].append(index[label])
-    fields = {}
-    for split, (split_images, split_labels) in parts.items():
-        fields[f"{split}_images"] = split_images
-        fields[f"{split}_labels"] = np.asarray(split_labels, dtype=np.int64)
-    return ImageSplits(classes=classes, spec=spec, **fields)
 
 
 def decode_arrays(images: Sequence[bytes], spec: ImagePreprocessing) -> np.ndarray:
@@ -167,7 +59,8 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
     tp, true_count, pred_count = tp[present], true_count[present], pred_count[present]
     precision = np.divide(tp, pred_count, out=np.zeros(tp.shape), where=pred_count > 0)
     recall = np.divide(tp, true_count, out=np.zeros(tp.shape), where=true_count > 0)
-    f1 = np.divide(2 * tp, true_count + pred_count, out=np.zeros(tp.shape), where=(true_count + pred_count) > 0)
+    both = true_count + pred_count
+    f1 = np.divide(2 * tp, both, out=np.zeros(tp.shape), where=both > 0)
     return {
         "accuracy": float(np.mean(y_true == y_pred)),
         "f1": float(f1.mean()),
@@ -202,7 +95,8 @@ def augment_image(array: np.ndarray, spec: ImagePreprocessing, rng: np.random.Ge
     image = image.resize(size, Image.Resampling.BILINEAR)
     if rng.random() < aug.jpeg_probability:
         buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=int(rng.integers(aug.jpeg_quality[0], aug.jpeg_quality[1] + 1)))
+        low, high = aug.jpeg_quality
+        image.save(buffer, format="JPEG", quality=int(rng.integers(low, high + 1)))
         image = Image.open(buffer).convert(spec.mode)
     array = image_to_array(image, spec)  # back to the input size, the endpoint's way
     if aug.shift:
@@ -285,7 +179,8 @@ def _limit_cpu_threads() -> None:
         torch.set_num_threads(cpus)
 
 
-def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int, min_ratio: float = 0.05) -> float:
+def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int,
+              min_ratio: float = 0.05) -> float:
     """Linear warm-up, then cosine decay to min_ratio * base_lr at total_steps (and flat after)."""
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
@@ -370,7 +265,8 @@ def train_image_classifier(
     val_x = torch.from_numpy(normalize(val_arrays, spec))
     val_y = torch.from_numpy(splits.validation_labels.astype(np.int64))
 
-    model = build_image_model(candidate_name, spec.channels, num_classes, spec.height, spec.width, hp).to(device)
+    model = build_image_model(candidate_name, spec.channels, num_classes, spec.height, spec.width, hp)
+    model = model.to(device)
     base_lr = float(hp.get("lr", 3e-3))
     optimizer = _optimizer(model, base_lr, float(hp.get("weight_decay", 5e-4)))
     label_smoothing = float(hp.get("label_smoothing", 0.05))
@@ -408,7 +304,8 @@ def train_image_classifier(
             if b > 0 and (stop_reason := stop_now() or ""):  # an epoch can be long on big data
                 break
             idx = order[b * batch_size:(b + 1) * batch_size]
-            x = torch.from_numpy(augmented_batch(train_arrays[idx], spec, rng, aug)).to(device, non_blocking=True)
+            x = torch.from_numpy(augmented_batch(train_arrays[idx], spec, rng, aug))
+            x = x.to(device, non_blocking=True)
             y = train_y[idx].to(device, non_blocking=True)
             lr = cosine_lr(step, planned_epochs * steps_per_epoch, base_lr, warmup_steps)
             for group in optimizer.param_groups:
@@ -434,7 +331,8 @@ def train_image_classifier(
             bad_epochs += 1
         if on_epoch is not None:
             on_epoch(EpochReport(epoch=epoch, max_epochs=max_epochs, train_loss=loss_sum / steps_per_epoch,
-                                 val_loss=val_loss, val_accuracy=val_accuracy, seconds=epoch_times[-1], lr=lr))
+                                 val_loss=val_loss, val_accuracy=val_accuracy, seconds=epoch_times[-1],
+                                 lr=lr))
         if bad_epochs >= patience:
             stop_reason = "early_stopping"
             break

@@ -17,8 +17,8 @@ import tempfile
 import time
 
 import nats
-import torch
 
+from services.common import bundle
 from services.common.artifacts import ArtifactStore, NatsArtifactStore
 from services.common.bus import TERMINAL_STATES, Bus
 from services.common.config import Settings
@@ -26,7 +26,7 @@ from services.common.errors import NotFound, TrainerAgentError
 from services.common.jsonfmt import enum_to_json
 from services.common.logging import configure_logging, get_logger
 from services.common.preprocessing import preprocess_images
-from services.model import bundle, export, training
+from services.model import export, training
 from traineragent.v1 import common_pb2, model_pb2
 
 log = get_logger(__name__)
@@ -36,21 +36,13 @@ STATE_POLL_S = 3.0
 PARITY_IMAGES = 32
 
 
-def pick_device(setting: str) -> str:
-    if setting == "cpu":
-        return "cpu"
-    if setting == "cuda" or torch.cuda.is_available():
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return "cpu"
-
-
 class TrainingWorker:
     def __init__(self, bus: Bus, store: ArtifactStore, settings: Settings) -> None:
         self.bus = bus
         self.store = store
         self.settings = settings
         self.name = settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
-        self.device = pick_device(settings.device)
+        self.device = training.pick_device(settings.device)
         self.cache = settings.work_dir / "worker-cache"
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -56,8 +56,9 @@ def _catalogue(path: pathlib.Path) -> tuple[Candidate, ...]:
 
 
 def load_catalogue(path: pathlib.Path = CATALOGUE_PATH) -> list[Candidate]:
-    """Every candidate in the catalogue, in file order (parsed once per process)."""
-    return list(_catalogue(path))
+    """Every candidate in the catalogue, in file order (parsed once per process; copies, safe to change)."""
+    return [dataclasses.replace(c, default_hyperparameters=dict(c.default_hyperparameters))
+            for c in _catalogue(path)]
 
 
 def candidates_for(task_type: str) -> list[Candidate]:
@@ -116,7 +117,8 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Sequential(nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out))
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.conv2(self.conv1(x)) + self.shortcut(x))
@@ -145,11 +147,13 @@ class MiniResNet(nn.Module):
 
 
 def _small_cnn(in_channels: int, num_classes: int, hp: dict[str, Any]) -> nn.Module:
-    return SmallCNN(in_channels, num_classes, width=int(hp.get("width", 16)), dropout=float(hp.get("dropout", 0.1)))
+    return SmallCNN(in_channels, num_classes, width=int(hp.get("width", 16)),
+                    dropout=float(hp.get("dropout", 0.1)))
 
 
 def _mini_resnet(in_channels: int, num_classes: int, hp: dict[str, Any]) -> nn.Module:
-    return MiniResNet(in_channels, num_classes, width=int(hp.get("width", 32)), dropout=float(hp.get("dropout", 0.0)))
+    return MiniResNet(in_channels, num_classes, width=int(hp.get("width", 32)),
+                      dropout=float(hp.get("dropout", 0.0)))
 
 
 BUILDERS: dict[str, Callable[[int, int, dict[str, Any]], nn.Module]] = {

@@ -104,8 +104,9 @@ def _infer(endpoint: str, model: str, images: list[bytes]) -> tuple[list[str], n
 
 def test_endpoint_answers_kept_back_images_as_rgb_jpeg_at_another_size(digits_job):
     job, _, kept_back = digits_job
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     images, truth = [], []
     for label, data in kept_back:

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from services.common.errors import DataError, InvalidArgument, ResourceExhausted
+from services.common.image_dataset import read_dataset_table
 from services.common.preprocessing import ImagePreprocessing
 from services.data import sources
-from services.data.artifact import read_image_folder_parquet
 from services.data.demo import write_digits_folder
 from services.data.images import choose_side, natural_sorted, prepare_image_folder, split_counts
 
@@ -93,7 +93,7 @@ def test_digits_report_and_artifact_round_trip(digits: Path, tmp_path: Path) -> 
     assert dict(report.image_profile.modes) == {"L": report.num_examples}
     assert dict(report.image_profile.formats) == {"PNG": report.num_examples}
 
-    dataset = read_image_folder_parquet(out)
+    dataset = read_dataset_table(out)
     assert dataset.format == "image_folder" and dataset.classes == list(report.classes)
     assert dataset.preprocessing == spec
     rows = dataset.table.to_pylist()
@@ -255,7 +255,7 @@ def test_duplicates_kept_once_and_conflicting_labels_dropped(tmp_path: Path) -> 
 def test_split_puts_every_class_in_every_split_with_three_images(tmp_path: Path) -> None:
     _write_classes(tmp_path, {"x": 3, "y": 3, "z": 40})
     report = prepare_image_folder(tmp_path, tmp_path / "out.parquet", seed=5)
-    rows = read_image_folder_parquet(tmp_path / "out.parquet").table.to_pylist()
+    rows = read_dataset_table(tmp_path / "out.parquet").table.to_pylist()
     seen = collections.Counter((row["label"], row["split"]) for row in rows)
     for label in ("x", "y"):
         assert [seen[(label, split)] for split in ("train", "validation", "test")] == [1, 1, 1]

@@ -1,4 +1,4 @@
-"""The Model agent's domain code on real data: scikit-learn's digits through dataset, training, ONNX and bundle."""
+"""The Model agent's domain code on real data: sklearn's digits through dataset, training, ONNX, bundle."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
+from services.common import bundle, image_dataset
 from services.common.errors import DataError
 from services.common.preprocessing import ImagePreprocessing, preprocess_images
-from services.model import bundle, export, training, zoo
+from services.model import export, training, zoo
 
 SPEC = ImagePreprocessing(mode="L", height=32, width=32, mean=(0.5,), std=(0.5,))
 CLASSES = [str(d) for d in range(10)]
@@ -49,7 +50,8 @@ def digits_rows() -> list[tuple[bytes, str, str, str]]:
     index = np.arange(len(digits.target))
     train, rest = train_test_split(index, test_size=0.3, stratify=digits.target, random_state=0)
     validation, test = train_test_split(rest, test_size=0.5, stratify=digits.target[rest], random_state=0)
-    split_of = {**dict.fromkeys(train, "train"), **dict.fromkeys(validation, "validation"), **dict.fromkeys(test, "test")}
+    split_of = {**dict.fromkeys(train, "train"), **dict.fromkeys(validation, "validation"),
+                **dict.fromkeys(test, "test")}
     return [
         (_png((image / 16.0 * 255.0).astype(np.uint8)), str(label), split_of[i], f"{label}/{i:04d}.png")
         for i, (image, label) in enumerate(zip(digits.images, digits.target, strict=True))
@@ -89,12 +91,13 @@ def onnx_path(trained, tmp_path_factory) -> pathlib.Path:
 def test_dataset_round_trip(digits_rows, dataset_path, splits):
     assert splits.classes == CLASSES
     assert splits.spec == SPEC
-    for split in training.SPLITS:
+    for split in image_dataset.SPLITS:
         rows = [r for r in digits_rows if r[2] == split]
         assert splits.images(split) == [r[0] for r in rows]
         assert splits.labels(split).dtype == np.int64
         assert splits.labels(split).tolist() == [int(r[1]) for r in rows]
-    assert (len(splits.train_images), len(splits.validation_images), len(splits.test_images)) == (1257, 270, 270)
+    sizes = (len(splits.train_images), len(splits.validation_images), len(splits.test_images))
+    assert sizes == (1257, 270, 270)
     assert set(np.unique(splits.test_labels)) == set(range(10))  # stratified
     schema = pq.read_schema(dataset_path)
     assert schema.names == ["image", "label", "split", "path"]
@@ -128,7 +131,7 @@ def test_training_reaches_accuracy_and_reports_every_epoch(trained):
     assert all(r.max_epochs == 10 and r.seconds > 0 and r.lr > 0 for r in reports)
     assert outcome.stop_reason in {"max_epochs", "early_stopping"}
     assert 1 <= outcome.best_epoch <= outcome.epochs
-    assert outcome.device == "cpu"
+    assert outcome.device == ("cuda" if torch.cuda.is_available() else "cpu")
     assert outcome.num_parameters == zoo.count_parameters(outcome.model)
     assert not outcome.model.training
     assert next(outcome.model.parameters()).device.type == "cpu"
@@ -138,14 +141,16 @@ def test_training_reaches_accuracy_and_reports_every_epoch(trained):
 
 def test_should_stop_cancels(splits):
     reports: list[training.EpochReport] = []
-    outcome = training.train_image_classifier(splits, "cnn_small", {}, max_epochs=10, deadline_unix=time.time() + 60,
-                                              on_epoch=reports.append, should_stop=lambda: len(reports) >= 1)
+    outcome = training.train_image_classifier(splits, "cnn_small", {}, max_epochs=10,
+                                              deadline_unix=time.time() + 60, on_epoch=reports.append,
+                                              should_stop=lambda: len(reports) >= 1)
     assert outcome.stop_reason == "cancelled"
     assert outcome.epochs == 1 and len(reports) == 1
 
 
 def test_a_passed_deadline_stops_before_training(splits):
-    outcome = training.train_image_classifier(splits, "cnn_small", {}, max_epochs=10, deadline_unix=time.time() - 1)
+    outcome = training.train_image_classifier(splits, "cnn_small", {}, max_epochs=10,
+                                              deadline_unix=time.time() - 1)
     assert outcome.stop_reason == "deadline"
     assert outcome.epochs == 0
     assert set(outcome.validation_metrics) == {"accuracy", "f1", "precision", "recall"}
@@ -158,8 +163,9 @@ def test_training_is_deterministic_on_cpu(splits):
         validation_images=splits.validation_images[:64], validation_labels=splits.validation_labels[:64],
         test_images=splits.test_images[:64], test_labels=splits.test_labels[:64],
     )
-    runs = [training.train_image_classifier(small, "cnn_small", {}, max_epochs=2, deadline_unix=time.time() + 60,
-                                            seed=3) for _ in range(2)]
+    runs = [training.train_image_classifier(small, "cnn_small", {}, max_epochs=2,
+                                            deadline_unix=time.time() + 60, seed=3, device="cpu")
+            for _ in range(2)]
     first, second = (r.model.state_dict() for r in runs)
     assert all(torch.equal(first[k], second[k]) for k in first)
 
@@ -205,7 +211,8 @@ def test_onnx_model_reads_rgb_jpegs_of_other_sizes(onnx_path, splits, size):
 
 def test_bundle_round_trip(trained, onnx_path, splits, tmp_path):
     description = bundle.build_bundle_dict("image_classification", CLASSES, SPEC, "cnn_small",
-                                           trained[0].test_metrics, splits.test_images[:20], opset=export.OPSET)
+                                           trained[0].test_metrics, splits.test_images[:20],
+                                           opset=export.OPSET)
     assert len(description["sample_inputs"]) == 8
     tar_path = tmp_path / "bundle.tar"
     bundle.write_bundle(tar_path, onnx_path, description)
@@ -242,7 +249,8 @@ def test_metrics_match_sklearn(seed):
     y_pred[y_pred == 2] = 3  # class 2 only in y_true; 6 and 7 only in y_pred; 8 and 9 nowhere
     ours = training.classification_metrics(y_true, y_pred, num_classes=10)
     assert ours["accuracy"] == pytest.approx(metrics.accuracy_score(y_true, y_pred))
-    for name, fn in (("f1", metrics.f1_score), ("precision", metrics.precision_score), ("recall", metrics.recall_score)):
+    scorers = {"f1": metrics.f1_score, "precision": metrics.precision_score, "recall": metrics.recall_score}
+    for name, fn in scorers.items():
         assert ours[name] == pytest.approx(fn(y_true, y_pred, average="macro", zero_division=0)), name
 
 
@@ -250,7 +258,8 @@ def test_catalogue_offers_two_sizes_of_image_model():
     candidates = {c.name: c for c in zoo.candidates_for("image_classification")}
     assert {"cnn_small", "resnet_mini"} <= set(candidates)
     assert candidates["resnet_mini"].relative_cost > candidates["cnn_small"].relative_cost
-    assert {"lr", "batch_size", "weight_decay", "width"} <= set(candidates["cnn_small"].default_hyperparameters)
+    defaults = candidates["cnn_small"].default_hyperparameters
+    assert {"lr", "batch_size", "weight_decay", "width"} <= set(defaults)
     assert zoo.candidates_for("text_generation") == []
 
 

@@ -23,6 +23,7 @@ FORMAT_VERSION = 1
 MODEL_NAME = "model.onnx"
 DESCRIPTION_NAME = "bundle.json"
 MAX_SAMPLE_INPUTS = 8
+PathLike = str | os.PathLike[str]
 
 
 class BundleError(InvalidArgument):
@@ -30,7 +31,8 @@ class BundleError(InvalidArgument):
 
 
 def build_bundle_dict(task_type: str, classes: Sequence[str], spec: ImagePreprocessing, candidate: str,
-                      metrics: Mapping[str, float], sample_inputs: Sequence[bytes], opset: int) -> dict[str, Any]:
+                      metrics: Mapping[str, float], sample_inputs: Sequence[bytes],
+                      opset: int) -> dict[str, Any]:
     """bundle.json's content; sample inputs (at most 8) are base64 of the encoded images."""
     return {
         "format_version": FORMAT_VERSION,
@@ -40,7 +42,8 @@ def build_bundle_dict(task_type: str, classes: Sequence[str], spec: ImagePreproc
         "candidate": candidate,
         "metrics": {k: float(v) for k, v in metrics.items()},
         "onnx_opset": int(opset),
-        "sample_inputs": [base64.b64encode(data).decode("ascii") for data in list(sample_inputs)[:MAX_SAMPLE_INPUTS]],
+        "sample_inputs": [base64.b64encode(data).decode("ascii")
+                          for data in list(sample_inputs)[:MAX_SAMPLE_INPUTS]],
     }
 
 
@@ -51,7 +54,7 @@ def _member(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def write_bundle(tar_path: str | os.PathLike[str], onnx_path: str | os.PathLike[str], bundle: Mapping[str, Any]) -> None:
+def write_bundle(tar_path: PathLike, onnx_path: PathLike, bundle: Mapping[str, Any]) -> None:
     """Write the uncompressed tar holding model.onnx and bundle.json."""
     description = json.dumps(bundle, indent=2, sort_keys=True).encode()
     model_bytes = pathlib.Path(onnx_path).read_bytes()
@@ -60,7 +63,7 @@ def write_bundle(tar_path: str | os.PathLike[str], onnx_path: str | os.PathLike[
         tar.addfile(_member(DESCRIPTION_NAME, len(description)), io.BytesIO(description))
 
 
-def read_bundle(tar_path: str | os.PathLike[str], dest_dir: str | os.PathLike[str]) -> tuple[pathlib.Path, dict[str, Any]]:
+def read_bundle(tar_path: PathLike, dest_dir: PathLike) -> tuple[pathlib.Path, dict[str, Any]]:
     """Extract a bundle into ``dest_dir``; return the model's path and the parsed bundle.json."""
     dest = pathlib.Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
