@@ -18,9 +18,6 @@ import subprocess
 import sys
 import time
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 SERVICES: list[tuple[str, str]] = [
     ("task", "services.task"),
     ("data", "services.data"),
@@ -215,6 +212,9 @@ def _reap(pid: int) -> None:
 
 
 def _serving(address: str, timeout_s: float) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     try:
         with grpc.insecure_channel(address) as channel:
             response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)

@@ -84,13 +84,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # --- health and metadata -------------------------------------------------------------------------
 
-    def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.ServicerContext) -> pb.ServerLiveResponse:
+    def ServerLive(self, request: pb.ServerLiveRequest,
+                   context: grpc.ServicerContext) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.ServicerContext) -> pb.ServerReadyResponse:
+    def ServerReady(self, request: pb.ServerReadyRequest,
+                    context: grpc.ServicerContext) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=bool(self._models))
 
-    def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.ServicerContext) -> pb.ModelReadyResponse:
+    def ModelReady(self, request: pb.ModelReadyRequest,
+                   context: grpc.ServicerContext) -> pb.ModelReadyResponse:
         # Like Triton: an unknown model or version is "not ready", not an error.
         ready = request.name in self._models and request.version in ("", MODEL_VERSION)
         return pb.ModelReadyResponse(ready=ready)
@@ -105,7 +108,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # --- inference ------------------------------------------------------------------------------------
 
-    def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
+    def ModelInfer(self, request: pb.ModelInferRequest,
+                   context: grpc.ServicerContext) -> pb.ModelInferResponse:
         return _guarded(context, lambda: self._infer(request))
 
     def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
@@ -141,14 +145,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 def _single_input(request: pb.ModelInferRequest,
                   served: _Served) -> tuple[pb.ModelInferRequest.InferInputTensor, bytes | None]:
     """The one input tensor and its raw bytes (None when it came in ``contents``)."""
-    expected = "send 'image' BYTES [N] (encoded PNG/JPEG) or 'pixels' FP32 [N, {}, {}, {}]".format(
-        *served.pixels_shape)
     if len(request.inputs) != 1:
         names = ", ".join(repr(t.name) for t in request.inputs) or "none"
-        raise InvalidArgument(f"the request has {len(request.inputs)} inputs ({names}); {expected}")
+        raise InvalidArgument(f"the request has {len(request.inputs)} inputs ({names}); "
+                              f"{_expected_inputs(served)}")
     tensor = request.inputs[0]
     if tensor.name not in ("image", "pixels"):
-        raise InvalidArgument(f"unknown input {tensor.name!r}; {expected}")
+        raise InvalidArgument(f"unknown input {tensor.name!r}; {_expected_inputs(served)}")
     datatype = "BYTES" if tensor.name == "image" else "FP32"
     if tensor.datatype != datatype:
         raise InvalidArgument(f"input {tensor.name!r} must have datatype {datatype}, got {tensor.datatype!r}")
@@ -156,10 +159,17 @@ def _single_input(request: pb.ModelInferRequest,
     if raw_count == 0:
         return tensor, None
     if raw_count != 1:
-        raise InvalidArgument(f"the request has 1 input but {raw_count} raw_input_contents; send one per input")
+        raise InvalidArgument(f"the request has 1 input but {raw_count} raw_input_contents; "
+                              "send one per input")
     if tensor.HasField("contents") and tensor.contents.ByteSize():
-        raise InvalidArgument(f"input {tensor.name!r} has both contents and raw_input_contents; send one of them")
+        raise InvalidArgument(f"input {tensor.name!r} has both contents and raw_input_contents; "
+                              "send one of them")
     return tensor, request.raw_input_contents[0]
+
+
+def _expected_inputs(served: _Served) -> str:
+    channels, height, width = served.pixels_shape
+    return f"send 'image' BYTES [N] (encoded PNG/JPEG) or 'pixels' FP32 [N, {channels}, {height}, {width}]"
 
 
 def _batch_size(tensor: pb.ModelInferRequest.InferInputTensor, max_batch: int) -> int:
@@ -181,7 +191,8 @@ def _bytes_elements(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | 
     count = _batch_size(tensor, max_batch)
     shape = list(tensor.shape)
     if shape not in ([count], [count, 1]):
-        raise InvalidArgument(f"input 'image' must have shape [N] (one encoded image per element), got {shape}")
+        raise InvalidArgument(f"input 'image' must have shape [N] (one encoded image per element), "
+                              f"got {shape}")
     elements = list(tensor.contents.bytes_contents) if raw is None else _split_length_prefixed(raw)
     if len(elements) != count:
         raise InvalidArgument(f"input 'image' has shape {shape} but carries {len(elements)} elements; "
@@ -224,7 +235,8 @@ def _fp32_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | Non
                                   f"(little-endian float32), got {len(raw)}")
         values = np.frombuffer(raw, dtype="<f4")
     if values.size != size:
-        raise InvalidArgument(f"input 'pixels' of shape {shape} needs {size} fp32_contents, got {values.size}")
+        raise InvalidArgument(f"input 'pixels' of shape {shape} needs {size} fp32_contents, "
+                              f"got {values.size}")
     return values.astype(np.float32, copy=False).reshape(shape)
 
 
@@ -244,14 +256,15 @@ def _requested_outputs(request: pb.ModelInferRequest) -> Sequence[str]:
 
 def _response(request: pb.ModelInferRequest, served: _Served, wanted: Sequence[str], labels: list[str],
               scores: np.ndarray) -> pb.ModelInferResponse:
-    response = pb.ModelInferResponse(model_name=request.model_name, model_version=MODEL_VERSION, id=request.id)
+    response = pb.ModelInferResponse(model_name=request.model_name, model_version=MODEL_VERSION,
+                                     id=request.id)
     response.parameters["classes"].CopyFrom(served.classes_parameter)
     count = len(labels)
     for name in wanted:
         if name == "label":
             response.outputs.add(name="label", datatype="BYTES", shape=[count])
-            index = served.label_index
-            response.raw_output_contents.append(b"".join(served.encoded_labels[index[label]] for label in labels))
+            index, encoded = served.label_index, served.encoded_labels
+            response.raw_output_contents.append(b"".join(encoded[index[label]] for label in labels))
         else:
             response.outputs.add(name="scores", datatype="FP32", shape=list(scores.shape))
             response.raw_output_contents.append(scores.astype("<f4", copy=False).tobytes())

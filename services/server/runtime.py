@@ -124,7 +124,8 @@ class ModelRuntime:
         spec = self._spec
         return [
             TensorMetadata(name="image", datatype="BYTES", shape=[-1]),
-            TensorMetadata(name="pixels", datatype="FP32", shape=[-1, spec.channels, spec.height, spec.width]),
+            TensorMetadata(name="pixels", datatype="FP32",
+                           shape=[-1, spec.channels, spec.height, spec.width]),
         ]
 
     def outputs(self) -> list[TensorMetadata]:
@@ -181,7 +182,8 @@ class ModelRuntime:
             raise InvalidArgument(f"pixels must be float32, got {x.dtype}")
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise InvalidArgument(f"pixels must have shape [N, {expected[0]}, {expected[1]}, {expected[2]}] "
-                                  f"(preprocessed {spec.mode} {spec.height}x{spec.width}), got {list(x.shape)}; "
+                                  f"(preprocessed {spec.mode} {spec.height}x{spec.width}), "
+                                  f"got {list(x.shape)}; "
                                   "or send encoded images as the 'image' input instead")
 
     def _check_output_width(self) -> None:

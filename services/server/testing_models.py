@@ -60,12 +60,10 @@ def build_brightness_model(classes: Sequence[str], spec: ImagePreprocessing) -> 
         helper.make_node("Mul", ["squared", "neg_sharpness"], ["logits"]),
         helper.make_node("Softmax", ["logits"], ["scores"], axis=-1),
     ]
-    graph = helper.make_graph(
-        nodes, "brightness_classifier",
-        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", channels, spec.height, spec.width])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", count])],
-        initializer=initializers,
-    )
+    shape = ["N", channels, spec.height, spec.width]
+    pixels = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, shape)
+    scores = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", count])
+    graph = helper.make_graph(nodes, "brightness_classifier", [pixels], [scores], initializer=initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="traineragent-tests")
     model.ir_version = 8  # readable by every onnxruntime this project accepts

@@ -137,7 +137,7 @@ def test_stock_tritonclient_reads_the_endpoint(digits_job, tmp_path):
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert answer["live"] and answer["ready"]
-    correct = sum(str(label) == path.name.split("_")[1].split(".")[0] for label, path in zip(answer["labels"], files))
+    correct = sum(str(label) == path.name.split("_")[1].split(".")[0] for label, path in zip(answer["labels"], files, strict=True))
     assert correct >= 4
 
 
