@@ -37,9 +37,9 @@ def print_json(value: object) -> None:
 class Cli:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.err = Console(stderr=True, highlight=False)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         # With --json stdout holds the one JSON object; everything for people goes to stderr.
-        self.out = self.err if getattr(args, "json", False) else Console(highlight=False)
+        self.out = self.err if getattr(args, "json", False) else Console(highlight=False, soft_wrap=True)
 
     def gateway_address(self, start: bool) -> str:
         if self.args.gateway:

@@ -16,7 +16,7 @@ from cli.launcher import DEFAULT_PORTS, Stack, free_port
 # Tests turn the training budget down; the pipeline is the same.
 TEST_ENV = {
     "TRAINERAGENT_TRAIN_BUDGET_S": "75",
-    "TRAINERAGENT_MAX_EPOCHS": "14",
+    "TRAINERAGENT_MAX_EPOCHS": "25",
     "TRAINERAGENT_LOG_LEVEL": "INFO",
 }
 

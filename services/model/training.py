@@ -30,6 +30,8 @@ from services.common.preprocessing import ImagePreprocessing, decode_image, imag
 from services.model.zoo import build_image_model, count_parameters, get_candidate
 
 EVAL_BATCH = 256
+# Fewest optimizer updates per epoch; early epochs on tiny data are otherwise mostly warm-up.
+MIN_STEPS_PER_EPOCH = 8
 
 
 def decode_arrays(images: Sequence[bytes], spec: ImagePreprocessing) -> np.ndarray:
@@ -274,8 +276,10 @@ def train_image_classifier(
     aug = Augmentation() if hp.get("augment", True) else Augmentation(
         scale=(1.0, 1.0), aspect=0.0, jpeg_probability=0.0, shift=0, brightness=0.0, contrast=0.0)
     n = len(train_arrays)
-    batch_size = max(2, min(int(hp.get("batch_size", 64)), n))
+    # Small datasets get smaller batches so that an epoch still has MIN_STEPS_PER_EPOCH updates.
+    batch_size = max(2, min(int(hp.get("batch_size", 64)), max(8, n // MIN_STEPS_PER_EPOCH), n))
     steps_per_epoch = max(1, n // batch_size)  # drop the ragged tail: no size-1 batches for BatchNorm
+    min_epochs = int(hp.get("min_epochs", 8))
     warmup_steps = min(steps_per_epoch, 50)
     planned_epochs = max(1, max_epochs)
     autocast = device.startswith("cuda") and torch.cuda.is_bf16_supported()
@@ -333,7 +337,7 @@ def train_image_classifier(
             on_epoch(EpochReport(epoch=epoch, max_epochs=max_epochs, train_loss=loss_sum / steps_per_epoch,
                                  val_loss=val_loss, val_accuracy=val_accuracy, seconds=epoch_times[-1],
                                  lr=lr))
-        if bad_epochs >= patience:
+        if bad_epochs >= patience and epoch >= min_epochs:
             stop_reason = "early_stopping"
             break
         planned_epochs = _affordable_epochs(epoch, max_epochs, epoch_times, deadline_unix)

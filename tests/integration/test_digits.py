@@ -136,7 +136,9 @@ def test_stock_tritonclient_reads_the_endpoint(digits_job, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
-    assert answer["live"] and answer["ready"]
+    assert answer["server_live"] and answer["server_ready"] and answer["model_ready"]
+    assert answer["scores_shape"] == [len(files), 10] and answer["scores_dtype"] == "float32"
+    assert [i["name"] for i in answer["metadata"]["inputs"]][:1] == ["image"]
     correct = sum(str(label) == path.name.split("_")[1].split(".")[0] for label, path in zip(answer["labels"], files, strict=True))
     assert correct >= 4
 
