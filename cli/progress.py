@@ -116,12 +116,15 @@ def render_job(job: common_pb2.Job, console: Console) -> None:
     if job.model_report.candidate:
         m = job.model_report
         table = Table(title="Candidates (best first)", show_lines=False)
-        for column in ("trial", "model", "val accuracy", "epochs", "params", "ONNX ms", "device", "note"):
-            table.add_column(column)
+        for column in ("", "candidate", "val acc", "epochs", "params", "ONNX ms", "device"):
+            table.add_column(column, no_wrap=True)
         for t in m.leaderboard:
-            table.add_row(t.trial_id, t.candidate, f"{t.validation_metrics.get('accuracy', 0):.4f}", str(t.epochs),
-                          f"{t.num_parameters:,}", f"{t.onnx_latency_ms:.3f}", t.device,
-                          "chosen" if t.trial_id == m.best_trial_id else (t.error or ""))
+            mark = "*" if t.trial_id == m.best_trial_id else ""
+            if t.error:
+                table.add_row(mark, t.candidate, "failed", "", "", "", t.error[:40])
+                continue
+            table.add_row(mark, t.candidate, f"{t.validation_metrics.get(m.selection_metric or 'accuracy', 0):.4f}",
+                          str(t.epochs), f"{t.num_parameters:,}", f"{t.onnx_latency_ms:.3f}", t.device)
         console.print(table)
         console.print(f"Chosen: {m.reasoning}", markup=False, highlight=False)
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(m.test_metrics.items()))
@@ -142,6 +145,7 @@ def render_job(job: common_pb2.Job, console: Console) -> None:
         console.print(f"Try it: trainer-agent predict {dep.model_name} IMAGE.png   |   "
                       f"export: trainer-agent export {job.job_id} --out DIR")
     if job.stage_seconds:
-        console.print("Stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in job.stage_seconds.items()))
+        ordered = [stage_name(s) for s in STAGES if stage_name(s) in job.stage_seconds]
+        console.print("Stage seconds: " + ", ".join(f"{k} {job.stage_seconds[k]:.1f}" for k in ordered))
     if job.HasField("targets_met"):
         console.print("[green]All targets met.[/green]" if job.targets_met else f"[yellow]{job.summary}[/yellow]")

@@ -35,8 +35,8 @@ from traineragent.v1 import common_pb2, model_pb2  # noqa: E402
 async def check(epochs: int, budget_s: float) -> list[dict]:
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="worker-check-"))
     port = free_port()
-    nats = subprocess.Popen([nats_server_binary(), "-js", "-sd", str(tmp / "nats"), "-a", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = [nats_server_binary(), "-js", "-sd", str(tmp / "nats"), "-a", "127.0.0.1", "-p", str(port)]
+    nats = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
     worker = None
     try:
         while not port_open(port):
@@ -60,7 +60,7 @@ async def check(epochs: int, budget_s: float) -> list[dict]:
             trials.append(trial.trial_id)
         env = dict(os.environ, TRAINERAGENT_NATS_URL=f"nats://127.0.0.1:{port}",
                    TRAINERAGENT_WORK_DIR=str(tmp / "work"), PYTHONPATH=str(ROOT), TRAINERAGENT_LOG_FORMAT="json")
-        worker = subprocess.Popen([sys.executable, "-m", "services.model.worker"], env=env, cwd=ROOT)
+        worker = subprocess.Popen([sys.executable, "-m", "services.model.worker"], env=env, cwd=ROOT)  # noqa: ASYNC220
         results = []
         async for event in bus.event_history(job.job_id, idle_timeout_s=budget_s * 4):
             if event.kind == common_pb2.EVENT_KIND_EPOCH:

@@ -9,7 +9,6 @@ bucket, and on start every recorded deployment is brought back.
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import pathlib
 import shutil
@@ -197,7 +196,3 @@ class ServerAgent:
 
     async def _event(self, job_id: str, op: str, kind: int, message: str, error: str = "") -> None:
         await self.bus.publish_event(self._make_event(job_id, op, kind, message, error))
-
-
-def decode_samples(encoded: list[str]) -> list[bytes]:
-    return [base64.b64decode(s) for s in encoded]

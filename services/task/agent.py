@@ -265,7 +265,7 @@ class TaskAgent:
                               questions=list(spec.questions))
         else:
             await self._event(job.job_id, common_pb2.JOB_STATE_RUNNING, stage=common_pb2.STAGE_REVIEW,
-                              kind=common_pb2.EVENT_KIND_STAGE_FINISHED, message=spec.explanation)
+                              kind=common_pb2.EVENT_KIND_STAGE_FINISHED, message="review finished: request accepted")
         return (await self.bus.get_job(job.job_id))[0]
 
     async def _prepare_data(self, job: common_pb2.Job) -> common_pb2.Job:
