@@ -221,18 +221,46 @@ class Cli:
         return 0
 
     def plan(self) -> int:
-        if self.args.gateway or self._stack_up():
-            spec = self.client().plan(self.args.text, self.args.brain or "")
-        else:
-            from services.common.config import Settings
-            from services.task.brain import read_request
-
-            spec = read_request(self.args.text, Settings.from_env(), self.args.brain or "")
-        if self.args.json:
-            print_json(message_to_json(spec))
-        else:
-            self.out.print_json(json.dumps(message_to_json(spec)))
+        """Read requests into TaskSpecs: one (TEXT) or a JSONL file of {"id", "text"} lines (--file)."""
+        if bool(self.args.text) == bool(self.args.file):
+            raise UsageError('give a request TEXT or --file requests.jsonl (lines {"id": ..., "text": ...})')
+        planner = self._planner()
+        if self.args.text:
+            spec = planner(self.args.text)
+            if self.args.json:
+                print_json(spec)
+            else:
+                self.out.print_json(json.dumps(spec, ensure_ascii=False))
+            return 0
+        for number, line in enumerate(_read_lines(self.args.file), start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                text, item_id = item["text"], item.get("id", number)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise UsageError(f"{self.args.file} line {number} is not {{\"id\": ..., \"text\": ...}}: {exc}") from exc
+            row = {"id": item_id, **plan_row(planner(text))}
+            if self.args.json:
+                sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            else:
+                targets = ", ".join(f"{t['metric']} {t['op']} {t['value']:g}" for t in row["targets"])
+                self.out.print(f"{item_id}: {row['decision']} {row['reject_reason'] or row['task_type'] or ''} "
+                               f"{targets}", markup=False)
+        sys.stdout.flush()
         return 0
+
+    def _planner(self) -> Callable[[str], dict]:
+        """PlanTask on the running stack when there is one, else the Task agent's own code in-process."""
+        brain_name = self.args.brain or ""
+        if self.args.gateway or self._stack_up():
+            client = self.client()
+            return lambda text: message_to_json(client.plan(text, brain_name))
+        from services.common.config import Settings
+        from services.task.brain import read_request
+
+        settings = Settings.from_env()
+        return lambda text: message_to_json(read_request(text, settings, brain_name))
 
     def _stack_up(self) -> bool:
         stack = Stack.load(state_dir(self.args))
@@ -241,6 +269,28 @@ class Cli:
 
 class UsageError(Exception):
     pass
+
+
+PLAN_KEYS = ("decision", "reject_reason", "task_type", "targets", "labels", "label_column", "input_columns",
+             "questions", "explanation", "brain", "fallback_reason")
+
+
+def plan_row(spec: dict) -> dict:
+    """One `plan --file --json` line: the TaskSpec's fields with constraints always spelled out."""
+    row = {key: spec.get(key) for key in PLAN_KEYS}
+    constraints = spec.get("constraints") or {}
+    row["constraints"] = {key: constraints.get(key) for key in ("max_latency_ms", "max_model_size_mb",
+                                                                 "max_train_minutes")}
+    return row
+
+
+def _read_lines(path: str) -> list[str]:
+    if path == "-":
+        return sys.stdin.read().splitlines()
+    file = pathlib.Path(path)
+    if not file.exists():
+        raise UsageError(f"--file {path}: no such file")
+    return file.read_text(encoding="utf-8").splitlines()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -286,8 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("predict", Cli.predict, "send files to a deployment's endpoint and print its answers")
     p.add_argument("name")
     p.add_argument("files", nargs="+")
-    p = command("plan", Cli.plan, "read a request into a TaskSpec without running it")
-    p.add_argument("text")
+    p = command("plan", Cli.plan, "read requests into TaskSpecs without running them (works without a stack)")
+    p.add_argument("text", nargs="?", help="the request")
+    p.add_argument("--file", help='a JSONL file of {"id": ..., "text": ...} lines ("-" for stdin)')
     p.add_argument("--brain", choices=["rules", "llm"], default=None)
     return parser
 

@@ -67,9 +67,10 @@ class TaskAgent:
 
     # --- calls ---------------------------------------------------------------------------------
 
-    def plan(self, text: str, brain_name: str = "") -> common_pb2.TaskSpec:
+    async def plan(self, text: str, brain_name: str = "") -> common_pb2.TaskSpec:
         _check_request_text(text)
-        return brain.read_request(text, self.settings, brain_name)
+        # The LLM brain blocks on HTTP; keep the event loop free for the jobs.
+        return await asyncio.to_thread(brain.read_request, text, self.settings, brain_name)
 
     async def create_job(
         self, request: str, dataset: common_pb2.DatasetRef, options: common_pb2.JobOptions
@@ -234,8 +235,12 @@ class TaskAgent:
         text = job.request
         if job.answers:
             text += "\n" + "\n".join(f"{v}" for v in job.answers.values())
-        spec = brain.read_request(text, self.settings)
+        spec = await asyncio.to_thread(brain.read_request, text, self.settings)
         _apply_answers(spec, job.answers)
+        if spec.HasField("fallback_reason"):
+            await self._event(job.job_id, common_pb2.JOB_STATE_RUNNING, stage=common_pb2.STAGE_REVIEW,
+                              kind=common_pb2.EVENT_KIND_WARNING,
+                              message=f"the rule brain decided: {spec.fallback_reason}")
         decision = enum_to_json(common_pb2.Decision.DESCRIPTOR, spec.decision)
         await self._event(job.job_id, common_pb2.JOB_STATE_RUNNING, stage=common_pb2.STAGE_REVIEW,
                           kind=common_pb2.EVENT_KIND_DECISION, message=f"{decision}: {spec.explanation}")

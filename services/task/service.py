@@ -29,4 +29,4 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         return task_pb2.ReplyToJobResponse(job=await self.agent.reply_to_job(request.job_id, dict(request.answers)))
 
     async def PlanTask(self, request: task_pb2.PlanTaskRequest, context: grpc.aio.ServicerContext) -> task_pb2.PlanTaskResponse:
-        return task_pb2.PlanTaskResponse(task_spec=self.agent.plan(request.request, request.brain))
+        return task_pb2.PlanTaskResponse(task_spec=await self.agent.plan(request.request, request.brain))
