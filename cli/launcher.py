@@ -158,6 +158,16 @@ class Stack:
             self.stop()
             raise
 
+    def restart_service(self, name: str, timeout_s: float = 60.0) -> None:
+        """Stop one service (SIGTERM, as an orchestrator would) and start it again with the same settings."""
+        self._terminate([name], timeout_s)
+        module = dict(SERVICES)[name]
+        self.pids[name] = self._spawn(name, [sys.executable, "-m", module], self.service_env(name))
+        self._save()
+        if name in GRPC_SERVICES:
+            _wait(lambda: self._check_alive(name) and _serving(f"127.0.0.1:{self.ports[name]}", 1.0), timeout_s,
+                  f"the {name} service did not come back", self.state_dir / "logs" / f"{name}.log")
+
     def _check_alive(self, name: str) -> bool:
         if not _alive(self.pids[name]):
             log = self.state_dir / "logs" / f"{name}.log"
