@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -18,8 +19,10 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common import metrics
 from services.common.errors import INTERNAL_MESSAGE, TrainerAgentError
 from services.common.logging import get_logger
+from services.common.metrics import split_method
 
 log = get_logger(__name__)
 
@@ -46,21 +49,33 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
+        service_name, method_name = split_method(method)
+        rpc_type = _rpc_type(handler)
 
-        def bind() -> None:
+        def bind() -> float:
             structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex[:12], method=method)
+            metrics.STARTED.labels(rpc_type, service_name, method_name).inc()
+            return time.perf_counter()
+
+        def done(started: float, context: grpc.aio.ServicerContext) -> None:
+            code = context.code() or grpc.StatusCode.OK
+            name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+            metrics.HANDLED.labels(rpc_type, service_name, method_name, name).inc()
+            metrics.HANDLING.labels(rpc_type, service_name, method_name).observe(time.perf_counter() - started)
 
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
 
             async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                bind()
+                started = bind()
                 try:
                     return await inner(request, context)
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
                 except Exception as exc:  # noqa: BLE001 - the one place exceptions become statuses
                     await _abort_for(exc, context, method)
+                finally:
+                    done(started, context)
 
             factory = (
                 grpc.unary_unary_rpc_method_handler
@@ -71,7 +86,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             inner_stream = handler.unary_stream or handler.stream_stream
 
             async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:  # type: ignore[misc]
-                bind()
+                started = bind()
                 try:
                     async for item in inner_stream(request, context):
                         yield item
@@ -79,6 +94,8 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                     raise
                 except Exception as exc:  # noqa: BLE001
                     await _abort_for(exc, context, method)
+                finally:
+                    done(started, context)
 
             factory = (
                 grpc.unary_stream_rpc_method_handler
@@ -90,6 +107,16 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def _rpc_type(handler: grpc.RpcMethodHandler) -> str:
+    if handler.unary_unary:
+        return "UNARY"
+    if handler.unary_stream:
+        return "SERVER_STREAM"
+    if handler.stream_unary:
+        return "CLIENT_STREAM"
+    return "BIDI_STREAM"
 
 
 async def serve(

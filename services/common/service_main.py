@@ -11,6 +11,7 @@ from services.common.bus import Bus
 from services.common.config import Settings
 from services.common.grpc_server import Registrar, serve
 from services.common.logging import configure_logging, get_logger
+from services.common.metrics import serve_metrics
 
 log = get_logger(__name__)
 
@@ -28,6 +29,8 @@ def run_service(
     """Run one service process until SIGTERM/SIGINT."""
     settings = Settings.from_env()
     configure_logging(name, settings.log_level, settings.log_format)
+
+    serve_metrics(settings.metrics_port, settings.bind_host)
 
     async def main() -> None:
         bus = await Bus.connect(settings.nats_url, name=f"traineragent-{name}")
