@@ -129,6 +129,10 @@ def render_job(job: common_pb2.Job, console: Console) -> None:
         console.print(f"Chosen: {m.reasoning}", markup=False, highlight=False)
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(m.test_metrics.items()))
         console.print(f"Test metrics: {metrics}")
+    if len(job.history) > 1:
+        console.print("What the agents tried:")
+        for line in job.history:
+            console.print(f"  - {line}", markup=False, highlight=False)
     if job.target_results:
         table = Table(title="Targets")
         for column in ("target", "measured", "met"):

@@ -35,39 +35,58 @@ class ModelAgent:
         self.settings = settings
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def plan(self, spec: common_pb2.TaskSpec, data: common_pb2.DataReport, budget_s: float) -> list[model_pb2.TrialSpec]:
-        """One trial per zoo candidate for the task, cheapest first; the budget is shared by cost."""
+    def plan(self, spec: common_pb2.TaskSpec, data: common_pb2.DataReport, budget_s: float,
+             round_number: int = 1, previous: list[common_pb2.TrialResult] | None = None) -> list[model_pb2.TrialSpec]:
+        """Round 1: one trial per zoo candidate, cheapest first, the budget shared by cost.
+
+        A later round refines: the best earlier candidate again, trained longer with a lower learning
+        rate and more patience, and once more with a different seed.
+        """
         task = enum_to_json(common_pb2.TaskType.DESCRIPTOR, spec.task_type) or "image_classification"
-        candidates = sorted(zoo.candidates_for(task), key=lambda c: c.relative_cost)
-        if not candidates:
-            raise InvalidArgument(f"the model zoo has no candidate for {task}")
         if not data.dataset_artifact:
             raise InvalidArgument("the data report names no dataset artifact; prepare the data first")
         metric = selection_metric(spec)
-        total_cost = sum(c.relative_cost for c in candidates)
+        ok = [t for t in previous or [] if not t.error]
+        if round_number > 1 and ok:
+            best = max(ok, key=lambda t: t.validation_metrics.get(metric, 0.0))
+            hp = {**json.loads(best.hyperparameters_json or "{}")}
+            base_lr = float(hp.get("lr", 0.003))
+            variants = [
+                {**hp, "lr": base_lr * 0.5, "patience": int(hp.get("patience", 6)) * 2, "seed": 1},
+                {**hp, "patience": int(hp.get("patience", 6)) * 2, "seed": 2},
+            ]
+            plans = [(best.candidate, v, 0.5) for v in variants]
+            max_epochs = self.settings.max_epochs * 2
+        else:
+            candidates = sorted(zoo.candidates_for(task), key=lambda c: c.relative_cost)
+            if not candidates:
+                raise InvalidArgument(f"the model zoo has no candidate for {task}")
+            total_cost = sum(c.relative_cost for c in candidates)
+            plans = [(c.name, c.default_hyperparameters, c.relative_cost / total_cost) for c in candidates]
+            max_epochs = self.settings.max_epochs
         deadline = time.time() + budget_s
-        trials = []
-        for index, candidate in enumerate(candidates):
-            trials.append(
-                model_pb2.TrialSpec(
-                    trial_id=f"t{index + 1}-{candidate.name}",
-                    candidate=candidate.name,
-                    hyperparameters_json=json.dumps(candidate.default_hyperparameters, sort_keys=True),
-                    dataset_artifact=data.dataset_artifact,
-                    classes=list(data.classes),
-                    preprocessing_json=data.preprocessing_json,
-                    deadline_unix=deadline,
-                    max_epochs=self.settings.max_epochs,
-                    task_type=spec.task_type,
-                    selection_metric=metric,
-                    budget_seconds=budget_s * candidate.relative_cost / total_cost,
-                )
+        prefix = f"r{round_number}-" if round_number > 1 else ""
+        return [
+            model_pb2.TrialSpec(
+                trial_id=f"{prefix}t{index + 1}-{name}",
+                candidate=name,
+                hyperparameters_json=json.dumps(hp, sort_keys=True),
+                dataset_artifact=data.dataset_artifact,
+                classes=list(data.classes),
+                preprocessing_json=data.preprocessing_json,
+                deadline_unix=deadline,
+                max_epochs=max_epochs,
+                task_type=spec.task_type,
+                selection_metric=metric,
+                budget_seconds=budget_s * share,
             )
-        return trials
+            for index, (name, hp, share) in enumerate(plans)
+        ]
 
     def start_training(self, request: model_pb2.StartTrainingRequest) -> list[str]:
         budget = request.budget_seconds or self.settings.default_train_budget_s
-        trials = self.plan(request.task_spec, request.data_report, budget)
+        trials = self.plan(request.task_spec, request.data_report, budget, max(1, request.round),
+                           list(request.previous_trials))
         for trial in trials:
             trial.job_id = request.job_id
             trial.operation_id = request.operation_id
@@ -86,16 +105,18 @@ class ModelAgent:
         job_id, op = request.job_id, request.operation_id
         started = time.monotonic()
         try:
-            names = ", ".join(f"{t.candidate} (~{t.budget_seconds:.0f}s)" for t in trials)
+            names = ", ".join(f"{t.trial_id} (~{t.budget_seconds:.0f}s)" for t in trials)
+            what = "searching" if request.round <= 1 else f"round {request.round}: refining with"
             await self._event(job_id, op, common_pb2.STAGE_TRAIN, common_pb2.EVENT_KIND_STAGE_STARTED,
-                              f"searching {len(trials)} candidates within {budget_s:.0f}s: {names}")
+                              f"{what} {len(trials)} trials within {budget_s:.0f}s: {names}")
             for trial in trials:
                 await self.bus.enqueue_trial(trial, f"{job_id}:{op}:{trial.trial_id}")
             results = await self._collect(job_id, op, [t.trial_id for t in trials], budget_s + REPORT_GRACE_S)
             if results is None:
                 return  # the job ended (cancelled)
-            report = choose(request.task_spec, results)
+            report = choose(request.task_spec, [*request.previous_trials, *results])
             report.seconds = round(time.monotonic() - started, 3)
+            report.rounds = max(1, request.round)
             await self._event(job_id, op, common_pb2.STAGE_TRAIN, common_pb2.EVENT_KIND_DECISION, report.reasoning)
             await self._event(job_id, op, common_pb2.STAGE_TRAIN, common_pb2.EVENT_KIND_STAGE_FINISHED,
                               f"search finished in {report.seconds:.1f}s; chose {report.candidate}")

@@ -121,7 +121,7 @@ class TrainingWorker:
             outcome = await asyncio.to_thread(
                 training.train_image_classifier, splits, spec.candidate, hp,
                 max_epochs=spec.max_epochs or self.settings.max_epochs, deadline_unix=deadline,
-                on_epoch=on_epoch, should_stop=lambda: cancelled, device=self.device,
+                on_epoch=on_epoch, should_stop=lambda: cancelled, device=self.device, seed=int(hp.get("seed", 0)),
             )
         finally:
             watcher.cancel()

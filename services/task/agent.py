@@ -23,7 +23,7 @@ from services.common.errors import FailedPrecondition, InvalidArgument, TrainerA
 from services.common.jsonfmt import enum_from_json, enum_to_json
 from services.common.logging import get_logger
 from services.task import brain
-from services.task.targets import evaluate_targets
+from services.task.targets import evaluate_targets, missed_on_validation
 from traineragent.v1 import (
     common_pb2,
     data_pb2,
@@ -40,6 +40,9 @@ DATA_TIMEOUT_S = 30 * 60
 DEPLOY_TIMEOUT_S = 10 * 60
 # Time the Model agent may take beyond the budget (export, stragglers) before the job gives up on it.
 TRAIN_GRACE_S = 5 * 60
+# A missed target earns another round of search while this share of the budget is left.
+MAX_TRAINING_ROUNDS = 2
+MIN_REFINE_FRACTION = 0.3
 
 _SHORT_TASK = {
     common_pb2.TASK_TYPE_IMAGE_CLASSIFICATION: "image-clf",
@@ -211,7 +214,7 @@ class TaskAgent:
                 return
         if not job.data_report.dataset_artifact:
             job = await self._prepare_data(job)
-        if not job.model_report.bundle_artifact:
+        if not job.model_report.bundle_artifact or job.training_round > job.model_report.rounds:
             job = await self._train(job)
         if not job.deployment.endpoint:
             job = await self._deploy(job)
@@ -289,21 +292,52 @@ class TaskAgent:
         return await self._update(job.job_id, record)
 
     async def _train(self, job: common_pb2.Job) -> common_pb2.Job:
+        """Search; when a quality target is missed on validation and budget remains, refine once more."""
         budget = self._budget_seconds(job)
+        started = time.monotonic() - job.stage_seconds.get("train", 0.0)
+        round_number = max(1, job.training_round)
+        while True:
+            remaining = budget - (time.monotonic() - started)
+            report = await self._training_round(job, round_number, remaining if round_number > 1 else budget)
+            elapsed = time.monotonic() - started
+            missed = missed_on_validation(job.task_spec, report)
+            note = (f"round {round_number}: {report.candidate} reached validation "
+                    + ", ".join(f"{k} {v:.4f}" for k, v in sorted(report.validation_metrics.items())))
+            retry = (missed and round_number < MAX_TRAINING_ROUNDS
+                     and budget - elapsed >= MIN_REFINE_FRACTION * budget)
+            if retry:
+                note += f"; {'; '.join(missed)}; {budget - elapsed:.0f}s of the budget left, so refining it"
+            elif missed:
+                note += f"; {'; '.join(missed)}; not enough budget or rounds left to try more"
+
+            def record(j: common_pb2.Job, rnd: int = round_number, rep: common_pb2.ModelReport = report,
+                       line: str = note, again: bool = retry) -> None:
+                j.model_report.CopyFrom(rep)
+                j.stage_seconds["train"] = round(time.monotonic() - started, 3)
+                j.history.append(line)
+                j.training_round = rnd + 1 if again else rnd
+
+            job = await self._update(job.job_id, record)
+            if not retry:
+                return job
+            await self._event(job.job_id, common_pb2.JOB_STATE_RUNNING, stage=common_pb2.STAGE_TRAIN,
+                              kind=common_pb2.EVENT_KIND_DECISION, message=note)
+            round_number += 1
+            # The model report of this round is kept until the next replaces it; a new operation starts.
+            job = await self._update(job.job_id, lambda j: setattr(j, "operation_id", ""))
+
+    async def _training_round(self, job: common_pb2.Job, round_number: int, budget: float) -> common_pb2.ModelReport:
         op = await self._begin_operation(job, common_pb2.STAGE_TRAIN)
         if op.started:
-            response = await self._call(self.clients.model.StartTraining(
-                model_pb2.StartTrainingRequest(job_id=job.job_id, operation_id=op.id, task_spec=job.task_spec,
-                                               data_report=job.data_report, budget_seconds=budget),
-                timeout=self.settings.rpc_timeout_s))
-            log.info("training_started", job_id=job.job_id, candidates=list(response.candidates))
+            request = model_pb2.StartTrainingRequest(
+                job_id=job.job_id, operation_id=op.id, task_spec=job.task_spec, data_report=job.data_report,
+                budget_seconds=budget, round=round_number)
+            if round_number > 1:
+                request.previous_trials.extend(job.model_report.leaderboard)
+            response = await self._call(self.clients.model.StartTraining(request, timeout=self.settings.rpc_timeout_s))
+            log.info("training_started", job_id=job.job_id, round=round_number, candidates=list(response.candidates))
         event = await self._await_stage(job.job_id, op.id, common_pb2.STAGE_EXPORT, budget + TRAIN_GRACE_S)
-
-        def record(j: common_pb2.Job) -> None:
-            j.model_report.CopyFrom(event.model_report)
-            j.stage_seconds["train"] = round(event.model_report.seconds, 3)
-
-        return await self._update(job.job_id, record)
+        return event.model_report
 
     async def _deploy(self, job: common_pb2.Job) -> common_pb2.Job:
         op = await self._begin_operation(job, common_pb2.STAGE_DEPLOY)

@@ -50,3 +50,18 @@ def evaluate_targets(
     if c.HasField("max_train_minutes"):
         results.append(_result("train_minutes", "<=", c.max_train_minutes, model_report.seconds / 60.0))
     return results
+
+
+def missed_on_validation(spec: common_pb2.TaskSpec, report: common_pb2.ModelReport) -> list[str]:
+    """Quality targets the chosen model misses on the validation split (what iteration decides on).
+
+    The test split is only for judging the final model, so the decision to try again looks at
+    validation alone.
+    """
+    missed = []
+    for target in spec.targets:
+        name = enum_to_json(common_pb2.Metric.DESCRIPTOR, target.metric) or "unknown"
+        measured = report.validation_metrics.get(name)
+        if measured is not None and not _met(measured, target.op or ">=", target.value):
+            missed.append(f"validation {_note(name, measured, target.op or '>=', target.value)}")
+    return missed

@@ -90,3 +90,14 @@ def test_target_results_say_how_far_off():
     results = {r.metric: r for r in evaluate_targets(spec, report, deployment)}
     assert not results["accuracy"].met and "0.01 below" in results["accuracy"].note
     assert results["latency_p95_ms"].met and results["latency_p95_ms"].measured == 2.0
+
+
+def test_iteration_looks_at_validation_only():
+    from services.task.targets import missed_on_validation
+
+    spec = read_request("Recognise handwritten digits, at least 99% accuracy")
+    report = common_pb2.ModelReport(validation_metrics={"accuracy": 0.97}, test_metrics={"accuracy": 0.995})
+    missed = missed_on_validation(spec, report)
+    assert missed and "0.02 below" in missed[0]
+    report.validation_metrics["accuracy"] = 0.995
+    assert missed_on_validation(spec, report) == []

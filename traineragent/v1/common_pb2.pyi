@@ -931,6 +931,7 @@ class ModelReport(_message.Message):
     REJECTED_FIELD_NUMBER: _builtins.int
     SECONDS_FIELD_NUMBER: _builtins.int
     SELECTION_METRIC_FIELD_NUMBER: _builtins.int
+    ROUNDS_FIELD_NUMBER: _builtins.int
     best_trial_id: _builtins.str
     """The trial chosen."""
     candidate: _builtins.str
@@ -949,6 +950,8 @@ class ModelReport(_message.Message):
     """Seconds the search took."""
     selection_metric: _builtins.str
     """The metric the choice was made on."""
+    rounds: _builtins.int
+    """Rounds of search run (a later round refines the best candidate when a target is missed)."""
     @_builtins.property
     def validation_metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """The chosen model's metrics on the validation split."""
@@ -981,10 +984,11 @@ class ModelReport(_message.Message):
         rejected: _abc.Iterable[_builtins.str] | None = ...,
         seconds: _builtins.float = ...,
         selection_metric: _builtins.str = ...,
+        rounds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_trial_id", b"best_trial_id", "bundle_artifact", b"bundle_artifact", "candidate", b"candidate", "leaderboard", b"leaderboard", "model_size_mb", b"model_size_mb", "onnx_artifact", b"onnx_artifact", "parity_max_abs_diff", b"parity_max_abs_diff", "reasoning", b"reasoning", "rejected", b"rejected", "seconds", b"seconds", "selection_metric", b"selection_metric", "test_metrics", b"test_metrics", "validation_metrics", b"validation_metrics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_trial_id", b"best_trial_id", "bundle_artifact", b"bundle_artifact", "candidate", b"candidate", "leaderboard", b"leaderboard", "model_size_mb", b"model_size_mb", "onnx_artifact", b"onnx_artifact", "parity_max_abs_diff", b"parity_max_abs_diff", "reasoning", b"reasoning", "rejected", b"rejected", "rounds", b"rounds", "seconds", b"seconds", "selection_metric", b"selection_metric", "test_metrics", b"test_metrics", "validation_metrics", b"validation_metrics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1256,6 +1260,8 @@ class Job(_message.Message):
     OPTIONS_FIELD_NUMBER: _builtins.int
     OPERATION_ID_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    TRAINING_ROUND_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job's id."""
     state: Global___JobState.ValueType
@@ -1272,6 +1278,8 @@ class Job(_message.Message):
     """The operation the current stage waits on (internal bookkeeping for resumption)."""
     summary: _builtins.str
     """What the Task agent concluded, in words."""
+    training_round: _builtins.int
+    """The round of training the job is in (bookkeeping for resumption)."""
     @_builtins.property
     def dataset(self) -> Global___DatasetRef:
         """The data it runs on."""
@@ -1320,6 +1328,10 @@ class Job(_message.Message):
     def options(self) -> Global___JobOptions:
         """The options the client set."""
 
+    @_builtins.property
+    def history(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What the agents tried, in order, in words (iterations and why)."""
+
     def __init__(
         self,
         *,
@@ -1343,10 +1355,12 @@ class Job(_message.Message):
         options: Global___JobOptions | None = ...,
         operation_id: _builtins.str = ...,
         summary: _builtins.str = ...,
+        training_round: _builtins.int = ...,
+        history: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_targets_met", b"_targets_met", "created_at", b"created_at", "data_report", b"data_report", "dataset", b"dataset", "deployment", b"deployment", "error", b"error", "model_report", b"model_report", "options", b"options", "targets_met", b"targets_met", "task_spec", b"task_spec", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_targets_met", b"_targets_met", "answers", b"answers", "created_at", b"created_at", "data_report", b"data_report", "dataset", b"dataset", "deployment", b"deployment", "error", b"error", "job_id", b"job_id", "model_report", b"model_report", "operation_id", b"operation_id", "options", b"options", "questions", b"questions", "request", b"request", "stage", b"stage", "stage_seconds", b"stage_seconds", "state", b"state", "summary", b"summary", "target_results", b"target_results", "targets_met", b"targets_met", "task_spec", b"task_spec", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_targets_met", b"_targets_met", "answers", b"answers", "created_at", b"created_at", "data_report", b"data_report", "dataset", b"dataset", "deployment", b"deployment", "error", b"error", "history", b"history", "job_id", b"job_id", "model_report", b"model_report", "operation_id", b"operation_id", "options", b"options", "questions", b"questions", "request", b"request", "stage", b"stage", "stage_seconds", b"stage_seconds", "state", b"state", "summary", b"summary", "target_results", b"target_results", "targets_met", b"targets_met", "task_spec", b"task_spec", "training_round", b"training_round", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from traineragent.v1 import common_pb2 as traineragent_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btraineragent/v1/model.proto\x12\x0ftraineragent.v1\x1a\x1ctraineragent/v1/common.proto\"\xb4\x01\n\x14StartTrainingRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x14\n\x0coperation_id\x18\x02 \x01(\t\x12,\n\ttask_spec\x18\x03 \x01(\x0b\x32\x19.traineragent.v1.TaskSpec\x12\x30\n\x0b\x64\x61ta_report\x18\x04 \x01(\x0b\x32\x1b.traineragent.v1.DataReport\x12\x16\n\x0e\x62udget_seconds\x18\x05 \x01(\x01\"A\n\x15StartTrainingResponse\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\x12\x12\n\ncandidates\x18\x02 \x03(\t\"\xc6\x02\n\tTrialSpec\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08trial_id\x18\x02 \x01(\t\x12\x14\n\x0coperation_id\x18\x03 \x01(\t\x12\x11\n\tcandidate\x18\x04 \x01(\t\x12\x1c\n\x14hyperparameters_json\x18\x05 \x01(\t\x12\x18\n\x10\x64\x61taset_artifact\x18\x06 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x07 \x03(\t\x12\x1a\n\x12preprocessing_json\x18\x08 \x01(\t\x12\x15\n\rdeadline_unix\x18\t \x01(\x01\x12\x12\n\nmax_epochs\x18\n \x01(\x05\x12,\n\ttask_type\x18\x0b \x01(\x0e\x32\x19.traineragent.v1.TaskType\x12\x18\n\x10selection_metric\x18\x0c \x01(\t\x12\x16\n\x0e\x62udget_seconds\x18\r \x01(\x01\x32n\n\x0cModelService\x12^\n\rStartTraining\x12%.traineragent.v1.StartTrainingRequest\x1a&.traineragent.v1.StartTrainingResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btraineragent/v1/model.proto\x12\x0ftraineragent.v1\x1a\x1ctraineragent/v1/common.proto\"\xfa\x01\n\x14StartTrainingRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x14\n\x0coperation_id\x18\x02 \x01(\t\x12,\n\ttask_spec\x18\x03 \x01(\x0b\x32\x19.traineragent.v1.TaskSpec\x12\x30\n\x0b\x64\x61ta_report\x18\x04 \x01(\x0b\x32\x1b.traineragent.v1.DataReport\x12\x16\n\x0e\x62udget_seconds\x18\x05 \x01(\x01\x12\r\n\x05round\x18\x06 \x01(\x05\x12\x35\n\x0fprevious_trials\x18\x07 \x03(\x0b\x32\x1c.traineragent.v1.TrialResult\"A\n\x15StartTrainingResponse\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\x12\x12\n\ncandidates\x18\x02 \x03(\t\"\xc6\x02\n\tTrialSpec\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08trial_id\x18\x02 \x01(\t\x12\x14\n\x0coperation_id\x18\x03 \x01(\t\x12\x11\n\tcandidate\x18\x04 \x01(\t\x12\x1c\n\x14hyperparameters_json\x18\x05 \x01(\t\x12\x18\n\x10\x64\x61taset_artifact\x18\x06 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x07 \x03(\t\x12\x1a\n\x12preprocessing_json\x18\x08 \x01(\t\x12\x15\n\rdeadline_unix\x18\t \x01(\x01\x12\x12\n\nmax_epochs\x18\n \x01(\x05\x12,\n\ttask_type\x18\x0b \x01(\x0e\x32\x19.traineragent.v1.TaskType\x12\x18\n\x10selection_metric\x18\x0c \x01(\t\x12\x16\n\x0e\x62udget_seconds\x18\r \x01(\x01\x32n\n\x0cModelService\x12^\n\rStartTraining\x12%.traineragent.v1.StartTrainingRequest\x1a&.traineragent.v1.StartTrainingResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,11 +33,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'traineragent.v1.model_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STARTTRAININGREQUEST']._serialized_start=79
-  _globals['_STARTTRAININGREQUEST']._serialized_end=259
-  _globals['_STARTTRAININGRESPONSE']._serialized_start=261
-  _globals['_STARTTRAININGRESPONSE']._serialized_end=326
-  _globals['_TRIALSPEC']._serialized_start=329
-  _globals['_TRIALSPEC']._serialized_end=655
-  _globals['_MODELSERVICE']._serialized_start=657
-  _globals['_MODELSERVICE']._serialized_end=767
+  _globals['_STARTTRAININGREQUEST']._serialized_end=329
+  _globals['_STARTTRAININGRESPONSE']._serialized_start=331
+  _globals['_STARTTRAININGRESPONSE']._serialized_end=396
+  _globals['_TRIALSPEC']._serialized_start=399
+  _globals['_TRIALSPEC']._serialized_end=725
+  _globals['_MODELSERVICE']._serialized_start=727
+  _globals['_MODELSERVICE']._serialized_end=837
 # @@protoc_insertion_point(module_scope)

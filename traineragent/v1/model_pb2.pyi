@@ -30,12 +30,16 @@ class StartTrainingRequest(_message.Message):
     TASK_SPEC_FIELD_NUMBER: _builtins.int
     DATA_REPORT_FIELD_NUMBER: _builtins.int
     BUDGET_SECONDS_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    PREVIOUS_TRIALS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job."""
     operation_id: _builtins.str
     """Echoed in the stage_finished event."""
     budget_seconds: _builtins.float
     """The time the search may take, in seconds."""
+    round: _builtins.int
+    """Which round of the search this is, from 1; later rounds refine the best earlier trials."""
     @_builtins.property
     def task_spec(self) -> _common_pb2.TaskSpec:
         """What the model must do."""
@@ -43,6 +47,10 @@ class StartTrainingRequest(_message.Message):
     @_builtins.property
     def data_report(self) -> _common_pb2.DataReport:
         """The prepared dataset."""
+
+    @_builtins.property
+    def previous_trials(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TrialResult]:
+        """The trials of earlier rounds (the choice is made among them and the new ones)."""
 
     def __init__(
         self,
@@ -52,10 +60,12 @@ class StartTrainingRequest(_message.Message):
         task_spec: _common_pb2.TaskSpec | None = ...,
         data_report: _common_pb2.DataReport | None = ...,
         budget_seconds: _builtins.float = ...,
+        round: _builtins.int = ...,
+        previous_trials: _abc.Iterable[_common_pb2.TrialResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["data_report", b"data_report", "task_spec", b"task_spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_seconds", b"budget_seconds", "data_report", b"data_report", "job_id", b"job_id", "operation_id", b"operation_id", "task_spec", b"task_spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_seconds", b"budget_seconds", "data_report", b"data_report", "job_id", b"job_id", "operation_id", b"operation_id", "previous_trials", b"previous_trials", "round", b"round", "task_spec", b"task_spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
