@@ -199,12 +199,7 @@ class Bus:
 
     async def get_job(self, job_id: str) -> tuple[common_pb2.Job, int]:
         """The job record and its KV revision."""
-        if not _valid_key(job_id):
-            raise NotFound(f"job {job_id!r} not found; `trainer-agent jobs` lists the jobs")
-        try:
-            entry = await self.jobs.get(job_id)
-        except (js_errors.KeyNotFoundError, js_errors.KeyDeletedError) as exc:
-            raise NotFound(f"job {job_id!r} not found; `trainer-agent jobs` lists the jobs") from exc
+        entry = await _entry(self.jobs, job_id, f"job {job_id!r} not found; `trainer-agent jobs` lists the jobs")
         return common_pb2.Job.FromString(entry.value), entry.revision
 
     async def create_job(self, job: common_pb2.Job) -> int:
@@ -226,17 +221,7 @@ class Bus:
                 continue
 
     async def list_jobs(self) -> list[common_pb2.Job]:
-        try:
-            keys = await self.jobs.keys()
-        except js_errors.NoKeysError:
-            return []
-        jobs = []
-        for key in keys:
-            try:
-                jobs.append((await self.get_job(key))[0])
-            except NotFound:
-                continue
-        return jobs
+        return [common_pb2.Job.FromString(value) for value in await _values(self.jobs)]
 
     # --- deployments --------------------------------------------------------------------------
 
@@ -244,29 +229,14 @@ class Bus:
         await self.deployments.put(deployment.name, deployment.SerializeToString())
 
     async def get_deployment(self, name: str) -> common_pb2.Deployment:
-        if not _valid_key(name):
-            raise NotFound(f"deployment {name!r} not found; `trainer-agent deployments` lists them")
-        try:
-            entry = await self.deployments.get(name)
-        except (js_errors.KeyNotFoundError, js_errors.KeyDeletedError) as exc:
-            raise NotFound(f"deployment {name!r} not found; `trainer-agent deployments` lists them") from exc
-        return common_pb2.Deployment.FromString(entry.value)
+        message = f"deployment {name!r} not found; `trainer-agent deployments` lists them"
+        return common_pb2.Deployment.FromString((await _entry(self.deployments, name, message)).value)
 
     async def delete_deployment(self, name: str) -> None:
         await self.deployments.delete(name)
 
     async def list_deployments(self) -> list[common_pb2.Deployment]:
-        try:
-            keys = await self.deployments.keys()
-        except js_errors.NoKeysError:
-            return []
-        out = []
-        for key in keys:
-            try:
-                out.append(await self.get_deployment(key))
-            except NotFound:
-                continue
-        return out
+        return [common_pb2.Deployment.FromString(value) for value in await _values(self.deployments)]
 
     # --- work queue ---------------------------------------------------------------------------
 
@@ -301,6 +271,31 @@ async def _log_disconnected() -> None:
 
 async def _log_reconnected() -> None:
     log.info("nats_reconnected")
+
+
+async def _entry(kv: KeyValue, key: str, not_found: str) -> KeyValue.Entry:
+    """The entry under ``key``; NotFound with ``not_found`` as its message when there is none."""
+    if not _valid_key(key):
+        raise NotFound(not_found)
+    try:
+        return await kv.get(key)
+    except (js_errors.KeyNotFoundError, js_errors.KeyDeletedError) as exc:
+        raise NotFound(not_found) from exc
+
+
+async def _values(kv: KeyValue) -> list[bytes]:
+    """Every live value in a bucket (keys deleted meanwhile are skipped)."""
+    try:
+        keys = await kv.keys()
+    except js_errors.NoKeysError:
+        return []
+    values = []
+    for key in keys:
+        try:
+            values.append((await kv.get(key)).value)
+        except (js_errors.KeyNotFoundError, js_errors.KeyDeletedError):
+            continue
+    return values
 
 
 def _valid_key(key: str) -> bool:
