@@ -114,6 +114,11 @@ class ModelAgent:
             results = await self._collect(job_id, op, [t.trial_id for t in trials], budget_s + REPORT_GRACE_S)
             if results is None:
                 return  # the job ended (cancelled)
+            if not results:
+                raise TrainingError(
+                    f"no training worker reported a trial within {budget_s + REPORT_GRACE_S:.0f}s; check that a "
+                    "worker runs (`trainer-agent status`, or start `python -m services.model.worker`) and submit again"
+                )
             report = choose(request.task_spec, [*request.previous_trials, *results])
             report.seconds = round(time.monotonic() - started, 3)
             report.rounds = max(1, request.round)
