@@ -76,6 +76,8 @@ class Stack:
     ports: dict[str, int] = dataclasses.field(default_factory=lambda: dict(DEFAULT_PORTS))
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Training workers to start; they share the work queue (worker, worker-2, ...).
+    workers: int = 1
 
     @property
     def record_path(self) -> pathlib.Path:
@@ -91,7 +93,8 @@ class Stack:
         if not path.exists():
             return None
         raw = json.loads(path.read_text())
-        return cls(state_dir=state_dir, ports=raw["ports"], env=raw.get("env", {}), pids=raw.get("pids", {}))
+        return cls(state_dir=state_dir, ports=raw["ports"], env=raw.get("env", {}), pids=raw.get("pids", {}),
+                   workers=raw.get("workers", 1))
 
     def service_env(self, name: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -141,7 +144,7 @@ class Stack:
                 dict(os.environ),
             )
             _wait(lambda: port_open(self.ports["nats"]), timeout_s, "nats-server did not start", logs / "nats.log")
-            for name, module in SERVICES:
+            for name, module in self.processes():
                 self.pids[name] = self._spawn(name, [sys.executable, "-m", module], self.service_env(name))
             self._save()
             deadline = time.monotonic() + timeout_s
@@ -152,16 +155,23 @@ class Stack:
                     f"the {name} service did not become healthy",
                     logs / f"{name}.log",
                 )
-            if not self._check_alive("worker"):
-                raise StackError(f"the training worker exited; see {logs / 'worker.log'}")
+            for name, module in self.processes():
+                if module == "services.model.worker" and not _alive(self.pids[name]):
+                    raise StackError(f"the training worker {name} exited; see {logs / f'{name}.log'}")
         except BaseException:
             self.stop()
             raise
 
+    def processes(self) -> list[tuple[str, str]]:
+        """(name, module) of every process but NATS: the services and ``workers`` training workers."""
+        out = [(name, module) for name, module in SERVICES if name != "worker"]
+        out[4:4] = [("worker" if i == 0 else f"worker-{i + 1}", "services.model.worker") for i in range(self.workers)]
+        return out
+
     def restart_service(self, name: str, timeout_s: float = 60.0) -> None:
         """Stop one service (SIGTERM, as an orchestrator would) and start it again with the same settings."""
         self._terminate([name], timeout_s)
-        module = dict(SERVICES)[name]
+        module = dict(self.processes())[name]
         self.pids[name] = self._spawn(name, [sys.executable, "-m", module], self.service_env(name))
         self._save()
         if name in GRPC_SERVICES:
@@ -183,11 +193,13 @@ class Stack:
         return process.pid
 
     def _save(self) -> None:
-        self.record_path.write_text(json.dumps({"ports": self.ports, "env": self.env, "pids": self.pids}, indent=2))
+        self.record_path.write_text(json.dumps({"ports": self.ports, "env": self.env, "pids": self.pids,
+                                                "workers": self.workers}, indent=2))
 
     def stop(self, timeout_s: float = 15.0) -> list[str]:
         """SIGTERM the services (gateway first), let them drain, then NATS; SIGKILL what outlives the grace."""
-        stopped = self._terminate(["gateway", "worker", "server", "model", "data", "task"], timeout_s)
+        workers = [name for name, module in self.processes() if module == "services.model.worker"]
+        stopped = self._terminate(["gateway", *workers, "server", "model", "data", "task"], timeout_s)
         stopped += self._terminate(["nats"], timeout_s)
         self.record_path.unlink(missing_ok=True)
         self.pids = {}
@@ -254,4 +266,5 @@ def stack_from_env(state_dir: pathlib.Path) -> Stack:
     env = {}
     roots = os.environ.get("TRAINERAGENT_DATA_ROOTS") or str(pathlib.Path.cwd())
     env["TRAINERAGENT_DATA_ROOTS"] = roots
-    return Stack(state_dir=state_dir, ports=ports, env=env)
+    workers = int(os.environ.get("TRAINERAGENT_WORKERS", "1"))
+    return Stack(state_dir=state_dir, ports=ports, env=env, workers=max(1, workers))

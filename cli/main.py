@@ -73,6 +73,8 @@ class Cli:
         if existing is not None:
             existing.stop()
         stack = stack_from_env(directory)
+        if self.args.workers:
+            stack.workers = self.args.workers
         stack.start()
         self.out.print(f"TrainerAgent is up: gateway {stack.gateway}, NATS 127.0.0.1:{stack.ports['nats']}, "
                        f"logs in {directory / 'logs'}. Stop it with `trainer-agent down`.")
@@ -308,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         return p
 
-    command("up", Cli.up, "start the embedded stack (NATS, every service, a training worker)", json_flag=False)
+    p = command("up", Cli.up, "start the embedded stack (NATS, every service, training workers)", json_flag=False)
+    p.add_argument("--workers", type=int, default=None, help="training workers to start (default 1, or TRAINERAGENT_WORKERS)")
     command("down", Cli.down, "stop the embedded stack", json_flag=False)
     p = command("run", Cli.run, "submit a request with its data and follow it until the endpoint is live")
     p.add_argument("request", help='what you want, e.g. "Recognise handwritten digits, at least 97%% accuracy"')

@@ -35,7 +35,8 @@ def stack(data_root: pathlib.Path) -> Iterator[Stack]:
     ports = {name: free_port() for name in DEFAULT_PORTS}
     ports["endpoints"] = 20000 + (os.getpid() % 20000)
     env = dict(TEST_ENV, TRAINERAGENT_DATA_ROOTS=str(data_root))
-    stack = Stack(state_dir=state, ports=ports, env=env)
+    # Two training workers share the work queue, as scaled-out workers would.
+    stack = Stack(state_dir=state, ports=ports, env=env, workers=2)
     stack.start(timeout_s=120)
     yield stack
     stack.stop()

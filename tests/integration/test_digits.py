@@ -78,6 +78,8 @@ def test_events_cover_every_stage_and_epoch(digits_job):
     assert epochs and all("val_accuracy" in e.metrics for e in epochs)
     trials = [e for e in events if e.kind == common_pb2.EVENT_KIND_TRIAL_FINISHED]
     assert len(trials) >= 2
+    # the two trials were taken from the work queue by the stack's two workers
+    assert len({e.trial.worker for e in trials}) == 2
     assert events[-1].state == common_pb2.JOB_STATE_SUCCEEDED
 
 
