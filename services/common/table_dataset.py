@@ -319,14 +319,14 @@ def _to_category(value: Any) -> str:
 
 
 def _columns_of(rows: pd.DataFrame | Mapping[str, Any] | Iterable[Mapping[str, Any]],
-                spec: TableSpec) -> tuple[dict[str, list[Any]], int]:
+                spec: TableSpec) -> tuple[dict[str, Any], int]:
     """Values per feature column from a frame, one row as a dict, or dict rows (absent = missing)."""
     names = spec.feature_names
     if isinstance(rows, pd.DataFrame):
         absent = [n for n in names if n not in rows.columns]
         if absent:
             raise InvalidArgument(f"the rows lack the columns {absent}; the model reads {names}")
-        return {n: rows[n].tolist() for n in names}, len(rows)
+        return {n: rows[n] for n in names}, len(rows)
     if isinstance(rows, Mapping):
         rows = [rows]
     rows = list(rows)
@@ -344,8 +344,9 @@ def _columns_of(rows: pd.DataFrame | Mapping[str, Any] | Iterable[Mapping[str, A
 
 def canonical_table_frame(rows: pd.DataFrame | Mapping[str, Any] | Iterable[Mapping[str, Any]],
                           spec: TableSpec) -> pd.DataFrame:
-    """Rows as the model sees them: numeric float64 holding float32 values (NaN when missing),
-    categorical Python strings (MISSING_CATEGORY when missing), the spec's columns in its order.
+    """Rows as the model sees them: numeric float64 holding float32 values (NaN when missing or
+    not finite), categorical Python strings (MISSING_CATEGORY when missing), the spec's columns in
+    its order.
 
     Training, evaluation and the parity check feed scikit-learn this frame; :func:`table_feeds`
     is the same values as ONNX inputs, so both see exactly the same numbers.
@@ -355,10 +356,17 @@ def canonical_table_frame(rows: pd.DataFrame | Mapping[str, Any] | Iterable[Mapp
     for feature in spec.features:
         values = columns[feature.name]
         if feature.kind == "numeric":
-            floats = np.fromiter((_to_float(v, feature.name) for v in values), dtype=np.float64, count=count)
-            data[feature.name] = floats.astype(np.float32).astype(np.float64)
+            if isinstance(values, pd.Series) and pd.api.types.is_numeric_dtype(values.dtype):
+                floats = values.to_numpy(dtype=np.float64, na_value=np.nan)  # the common case, vectorised
+            else:
+                floats = np.fromiter((_to_float(v, feature.name) for v in values), dtype=np.float64, count=count)
+            with np.errstate(over="ignore", invalid="ignore"):
+                narrow = floats.astype(np.float32)
+            narrow[~np.isfinite(narrow)] = np.nan  # infinities (and beyond float32) count as missing
+            data[feature.name] = narrow.astype(np.float64)
         else:
-            data[feature.name] = np.asarray([_to_category(v) for v in values], dtype=object)
+            data[feature.name] = np.asarray([v if type(v) is str else _to_category(v) for v in values],
+                                            dtype=object)
     return pd.DataFrame(data, columns=spec.feature_names, index=pd.RangeIndex(count))
 
 
@@ -391,7 +399,8 @@ def json_safe_rows(frame: pd.DataFrame, spec: TableSpec, limit: int | None = Non
             if _is_missing(value) or (feature.kind == "categorical" and value == MISSING_CATEGORY):
                 item[feature.name] = None
             elif feature.kind == "numeric":
-                item[feature.name] = float(value)
+                # The shortest text that is the same float32 (39.1, not 39.099998474121094).
+                item[feature.name] = float(str(np.float32(value)))
             else:
                 item[feature.name] = str(value)
         rows.append(item)

@@ -11,9 +11,16 @@ Candidates:
 * ``gbdt``: HistGradientBoostingClassifier/Regressor. Each setting of the small search is fitted
   once at its largest ``max_iter``; the number of boosting rounds is read off the validation loss of
   the staged predictions, and the winner is refitted with exactly that many rounds.
-* ``mlp``: MLPClassifier/MLPRegressor with early stopping. The regressor learns standardised
-  targets and the scale is folded back into its output layer afterwards, so the fitted model
-  predicts in the target's units and converts to ONNX as a plain MLPRegressor.
+  Split thresholds are stored as float32 values that split every float32 input the same way
+  (see :func:`_float32_thresholds`), so the float32 ONNX trees take the same branches.
+* ``mlp``: MLPClassifier/MLPRegressor, trained epoch by epoch with early stopping on the validation
+  split (the best epoch's weights are kept). The regressor learns standardised targets and the
+  scale is folded back into its output layer afterwards, so the fitted model predicts in the
+  target's units and converts to ONNX as a plain MLPRegressor.
+
+Categorical columns keep one-hot columns for their ``max_categories`` most frequent training
+values only; rarer ones are encoded like unseen ones (all zeros), so an identifier-like column
+cannot blow up the model. (skl2onnx 1.20 cannot convert OneHotEncoder's own infrequent grouping.)
 
 Settings are tried in order until the deadline; the first is always trained.
 """
@@ -28,6 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
@@ -41,6 +49,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from services.common.errors import DataError
 from services.common.table_dataset import MISSING_CATEGORY, TableSpec, TableSplits, canonical_table_frame
 from services.model.training import classification_metrics
+from services.model.zoo import get_candidate
 
 TABLE_CANDIDATES = ("gbdt", "mlp")
 MISSING_FILL = "missing"  # the category a missing value becomes inside the model
@@ -55,6 +64,7 @@ DEFAULT_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
         "min_samples_leaf": 10,
         "l2_regularization": 0.0,
         "max_bins": 255,
+        "max_categories": 32,
         "search": [
             {},
             {"max_leaf_nodes": 31, "min_samples_leaf": 20},
@@ -65,11 +75,11 @@ DEFAULT_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
     "mlp": {
         "hidden_layer_sizes": [64],
         "alpha": 0.0001,
-        "learning_rate_init": 0.001,
-        "batch_size": 64,
-        "max_iter": 400,
-        "n_iter_no_change": 20,
-        "validation_fraction": 0.1,
+        "learning_rate_init": 0.003,
+        "batch_size": 32,
+        "max_epochs": 300,
+        "patience": 25,
+        "max_categories": 32,
         "search": [
             {},
             {"hidden_layer_sizes": [128, 64]},
@@ -79,7 +89,7 @@ DEFAULT_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
     },
 }
 _GBDT_PARAMS = ("learning_rate", "max_iter", "max_leaf_nodes", "min_samples_leaf", "l2_regularization", "max_bins")
-_MLP_PARAMS = ("alpha", "learning_rate_init", "max_iter", "n_iter_no_change", "validation_fraction")
+_MLP_PARAMS = ("hidden_layer_sizes", "alpha", "learning_rate_init", "batch_size", "max_epochs", "patience")
 
 
 @dataclasses.dataclass
@@ -111,12 +121,10 @@ def candidate_defaults(candidate: str) -> dict[str, Any]:
     if candidate not in TABLE_CANDIDATES:
         raise ValueError(f"unknown table model {candidate!r}; table models are {', '.join(TABLE_CANDIDATES)}")
     hp = dict(DEFAULT_HYPERPARAMETERS[candidate])
-    from services.model.zoo import get_candidate  # the catalogue may not list table models yet
-
     try:
         hp.update(get_candidate(candidate).default_hyperparameters)
     except ValueError:
-        pass
+        pass  # not (yet) in the catalogue: the code's defaults
     return hp
 
 
@@ -136,6 +144,16 @@ def _preprocessor(spec: TableSpec, scale_numeric: bool) -> ColumnTransformer:
     return ColumnTransformer(transformers, remainder="drop", sparse_threshold=0.0)
 
 
+def _frequent_categories(frame: pd.DataFrame, columns: Sequence[str], limit: int) -> list[list[str]]:
+    """Per column, the ``limit`` most frequent values (a null counts as MISSING_FILL), sorted."""
+    kept = []
+    for column in columns:
+        counts = frame[column].where(frame[column] != MISSING_CATEGORY, MISSING_FILL).value_counts()
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))
+        kept.append(sorted(str(value) for value, _ in ranked[:limit]))
+    return kept
+
+
 def _estimator(candidate: str, task: str, hp: Mapping[str, Any], seed: int) -> Any:
     if candidate == "gbdt":
         params = {k: hp[k] for k in _GBDT_PARAMS if k in hp}
@@ -144,14 +162,18 @@ def _estimator(candidate: str, task: str, hp: Mapping[str, Any], seed: int) -> A
         # Our validation split picks the rounds; no internal hold-out, no native categorical splits
         # (the one-hot encoding is what the ONNX graph reproduces).
         return cls(early_stopping=False, categorical_features=None, random_state=seed, **params)
-    params = {k: hp[k] for k in _MLP_PARAMS if k in hp}
     cls = MLPClassifier if task == "classification" else MLPRegressor
+    # Early stopping is ours, on the validation split (see _fit_mlp), not sklearn's 10% of train.
     return cls(hidden_layer_sizes=tuple(int(h) for h in hp.get("hidden_layer_sizes", [64])),
-               batch_size=int(hp.get("batch_size", 64)), early_stopping=True, random_state=seed, **params)
+               alpha=float(hp.get("alpha", 1e-4)), learning_rate_init=float(hp.get("learning_rate_init", 1e-3)),
+               batch_size=int(hp.get("batch_size", 32)), max_iter=int(hp.get("max_epochs", 300)),
+               early_stopping=False, shuffle=True, random_state=seed)
 
 
 def build_pipeline(candidate: str, spec: TableSpec, hp: Mapping[str, Any] | None = None, seed: int = 0) -> Pipeline:
-    """An unfitted pipeline: ColumnTransformer (impute, scale, one-hot) then the candidate's estimator."""
+    """An unfitted pipeline: ColumnTransformer (impute, scale, one-hot) then the candidate's estimator.
+
+    ``max_categories`` needs the training data, so :func:`train_table_model` applies it."""
     hp = {**candidate_defaults(candidate), **(hp or {})}
     return Pipeline([
         ("preprocess", _preprocessor(spec, scale_numeric=candidate == "mlp")),
@@ -224,8 +246,9 @@ def _validation_metrics(task: str, y: np.ndarray, output: np.ndarray, num_classe
     return regression_metrics(y, output)
 
 
-def _fit_gbdt(estimator: Any, task: str, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-              y_val: np.ndarray, num_classes: int) -> tuple[Any, dict[str, float], int]:
+def _fit_gbdt(estimator: Any, setting: Mapping[str, Any], task: str, x_train: np.ndarray, y_train: np.ndarray,
+              x_val: np.ndarray, y_val: np.ndarray, num_classes: int,
+              deadline_unix: float) -> tuple[Any, dict[str, float], int]:
     """Fit at max_iter; keep the round count with the lowest validation loss (refitted to exactly that)."""
     estimator.fit(x_train, y_train)
     if task == "classification":
@@ -238,26 +261,70 @@ def _fit_gbdt(estimator: Any, task: str, x_train: np.ndarray, y_train: np.ndarra
     if best_rounds < estimator.n_iter_:
         # Without subsampling or internal early stopping the first rounds are the same trees.
         estimator = clone(estimator).set_params(max_iter=best_rounds).fit(x_train, y_train)
+    _float32_thresholds(estimator)
     output = estimator.predict_proba(x_val) if task == "classification" else estimator.predict(x_val)
     return estimator, _validation_metrics(task, y_val, output, num_classes), best_rounds
 
 
-def _fit_mlp(estimator: Any, task: str, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-             y_val: np.ndarray, num_classes: int) -> tuple[Any, dict[str, float], int]:
+def _float32_thresholds(estimator: Any) -> None:
+    """Store every split threshold t as the largest float32 <= t.
+
+    Model inputs are float32 values (the endpoint's tensors; canonical_table_frame rounds training
+    rows the same way), and for a float32 x, ``x <= t`` exactly when ``x <= float32_floor(t)``: the
+    model's predictions do not change. The ONNX tree ensemble keeps thresholds as float32, where
+    rounding t to the *nearest* float32 can land on a data value: a midpoint such as 23.7 between
+    23.6 and 23.8 would send 23.7 left in ONNX and right in scikit-learn.
+    """
+    for iteration in estimator._predictors:
+        for predictor in iteration:
+            nodes = predictor.nodes
+            split = nodes["is_leaf"] == 0
+            thresholds = nodes["num_threshold"][split]
+            with np.errstate(over="ignore"):
+                rounded = thresholds.astype(np.float32)
+            rounded = np.where(rounded.astype(np.float64) > thresholds,
+                               np.nextafter(rounded, np.float32(-np.inf)), rounded)
+            nodes["num_threshold"][split] = rounded.astype(np.float64)
+
+
+def _fit_mlp(estimator: Any, setting: Mapping[str, Any], task: str, x_train: np.ndarray, y_train: np.ndarray,
+             x_val: np.ndarray, y_val: np.ndarray, num_classes: int,
+             deadline_unix: float) -> tuple[Any, dict[str, float], int]:
+    """Epochs of ``partial_fit`` while the validation loss improves within ``patience`` epochs; the
+    weights of the best epoch are kept. A small table cannot spare sklearn's own 10% hold-out."""
+    max_epochs, patience = int(setting.get("max_epochs", 300)), int(setting.get("patience", 25))
+    if task == "regression":
+        # Adam on raw targets of size 100s crawls: learn z-scores, fold the scale back in at the end.
+        mean, std = float(np.mean(y_train)), float(np.std(y_train)) or 1.0
+        target, val_target = (y_train - mean) / std, (y_val - mean) / std
+    best_loss, best_epoch, epoch = math.inf, 0, 0
+    best_weights: tuple[list[np.ndarray], list[np.ndarray]] | None = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        if task == "classification":
-            estimator.fit(x_train, y_train)
-            output = estimator.predict_proba(x_val)
-        else:
-            # Adam on raw targets of size 100s crawls; learn z-scores and fold the scale into the
-            # identity output layer: y = std * (h W + b) + mean = h (std W) + (std b + mean).
-            mean, std = float(np.mean(y_train)), float(np.std(y_train)) or 1.0
-            estimator.fit(x_train, (y_train - mean) / std)
-            estimator.coefs_[-1] = estimator.coefs_[-1] * std
-            estimator.intercepts_[-1] = estimator.intercepts_[-1] * std + mean
-            output = estimator.predict(x_val)
-    return estimator, _validation_metrics(task, y_val, output, num_classes), int(estimator.n_iter_)
+        for epoch in range(1, max_epochs + 1):
+            if task == "classification":
+                estimator.partial_fit(x_train, y_train, classes=np.arange(num_classes))
+                loss = _log_loss(y_val, estimator.predict_proba(x_val))
+            else:
+                estimator.partial_fit(x_train, target)
+                loss = float(np.mean((val_target - estimator.predict(x_val)) ** 2))
+            if not math.isfinite(loss):
+                break
+            if loss < best_loss - 1e-6:
+                best_loss, best_epoch = loss, epoch
+                best_weights = ([c.copy() for c in estimator.coefs_], [b.copy() for b in estimator.intercepts_])
+            if epoch - best_epoch >= patience or time.time() >= deadline_unix:
+                break
+    if best_weights is not None:
+        estimator.coefs_, estimator.intercepts_ = best_weights
+    if task == "regression":
+        # The output layer is linear: y = std * (h W + b) + mean = h (std W) + (std b + mean).
+        estimator.coefs_[-1] = estimator.coefs_[-1] * std
+        estimator.intercepts_[-1] = estimator.intercepts_[-1] * std + mean
+        output = estimator.predict(x_val)
+    else:
+        output = estimator.predict_proba(x_val)
+    return estimator, _validation_metrics(task, y_val, output, num_classes), best_epoch
 
 
 def _search_settings(hp: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -288,6 +355,9 @@ def train_table_model(
     hp = {**candidate_defaults(candidate), **(hp or {})}
     task = spec.task
     selection_metric = str(hp.get("selection_metric", "accuracy" if task == "classification" else "mae"))
+    allowed = ("accuracy", "f1", "precision", "recall") if task == "classification" else ("mae", "rmse", "r2")
+    if selection_metric not in allowed:
+        raise ValueError(f"selection_metric {selection_metric!r} does not fit {task}; use one of {', '.join(allowed)}")
     if len(splits.X_train) == 0 or len(splits.X_validation) == 0:
         raise DataError("training needs rows in both the train and the validation split")
     num_classes = len(spec.classes)
@@ -302,7 +372,11 @@ def train_table_model(
 
     template = build_pipeline(candidate, spec, hp, seed)
     preprocess = template.named_steps["preprocess"]
-    x_train = preprocess.fit_transform(canonical_table_frame(splits.X_train, spec))
+    train_frame = canonical_table_frame(splits.X_train, spec)
+    if spec.categorical_features and hp.get("max_categories"):
+        categories = _frequent_categories(train_frame, spec.categorical_features, int(hp["max_categories"]))
+        preprocess.set_params(categorical__onehot__categories=categories)
+    x_train = preprocess.fit_transform(train_frame)
     x_val = preprocess.transform(canonical_table_frame(splits.X_validation, spec))
     fit = _fit_gbdt if candidate == "gbdt" else _fit_mlp
 
@@ -319,9 +393,9 @@ def train_table_model(
                 break
         trial_started = time.time()
         estimator = _estimator(candidate, task, setting, seed)
-        estimator, metrics, rounds = fit(estimator, task, x_train, y_train, x_val, y_val, num_classes)
-        chosen = {k: v for k, v in setting.items() if k in (*_GBDT_PARAMS, *_MLP_PARAMS, "hidden_layer_sizes",
-                                                          "batch_size")}
+        estimator, metrics, rounds = fit(estimator, setting, task, x_train, y_train, x_val, y_val, num_classes,
+                                         deadline_unix)
+        chosen = {k: v for k, v in setting.items() if k in (_GBDT_PARAMS if candidate == "gbdt" else _MLP_PARAMS)}
         chosen["max_iter" if candidate == "gbdt" else "epochs"] = rounds
         trial = TableTrial(hyperparameters=chosen, validation_metrics=metrics, seconds=time.time() - trial_started)
         trials.append(trial)
@@ -333,6 +407,8 @@ def train_table_model(
             best = (key, estimator, chosen, metrics)
 
     assert best is not None  # the first setting always runs
+    if stop_reason == "completed" and time.time() >= deadline_unix:
+        stop_reason = "deadline"  # the last setting ran into it (an MLP stops its epochs there)
     _, estimator, chosen, _ = best
     pipeline = Pipeline([("preprocess", preprocess), ("model", estimator)])
     validation = table_metrics(pipeline, spec, splits.X_validation, splits.y_validation)

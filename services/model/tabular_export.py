@@ -15,12 +15,15 @@ import functools
 import os
 import pathlib
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from skl2onnx import convert_sklearn
+from skl2onnx.common import tree_ensemble
+from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 from sklearn.pipeline import Pipeline
 
 from services.common.bundle import FORMAT_VERSION, MAX_SAMPLE_INPUTS, write_bundle
@@ -52,9 +55,8 @@ def output_name(spec: TableSpec) -> str:
 def _int_missing_tracks() -> Iterator[None]:
     """skl2onnx 1.20 passes Python ``False`` for a HistGradientBoosting leaf's
     ``nodes_missing_value_tracks_true``, an INTS attribute that protobuf >= 6 refuses to hold a bool
-    in; make it 0/1 while converting. (No NaN ever reaches the trees: the pipeline imputes first.)"""
-    from skl2onnx.common import tree_ensemble
-
+    in; make it 0/1 while converting. (No NaN ever reaches the trees: the pipeline imputes first.)
+    Not thread-safe: one conversion at a time per process, as a training worker runs them."""
     original = getattr(tree_ensemble, "add_node", None)
     if original is None:
         yield
@@ -74,17 +76,13 @@ def _int_missing_tracks() -> Iterator[None]:
 
 
 def _check_names(spec: TableSpec) -> None:
-    taken = {SCORES, PREDICTION} & set(spec.feature_names)
-    if taken:
-        raise DataError(f"a feature column is named {sorted(taken)[0]!r}, which is the model's output name; "
+    if output_name(spec) in spec.feature_names:
+        raise DataError(f"a feature column is named {output_name(spec)!r}, which is the model's output name; "
                         f"rename that column in the data")
 
 
 def export_table_onnx(pipeline: Pipeline, spec: TableSpec, path: PathLike) -> str:
     """Write the fitted pipeline as one ONNX file at ``path``; return the exporter's name ("skl2onnx")."""
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
-
     _check_names(spec)
     path = pathlib.Path(path)
     initial_types = [(f.name, FloatTensorType([None, 1]) if f.kind == "numeric" else StringTensorType([None, 1]))
@@ -94,7 +92,7 @@ def export_table_onnx(pipeline: Pipeline, spec: TableSpec, path: PathLike) -> st
     with _int_missing_tracks():
         proto = convert_sklearn(pipeline, initial_types=initial_types, options=options,
                                 target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET})
-    proto = _name_outputs(proto, spec)
+    _name_inputs_and_output(proto.graph, spec)
     proto.metadata_props.add(key="traineragent.table", value=spec.to_json())
     onnx.checker.check_model(proto, full_check=True)
     _check_graph(proto, spec)
@@ -102,35 +100,49 @@ def export_table_onnx(pipeline: Pipeline, spec: TableSpec, path: PathLike) -> st
     return "skl2onnx"
 
 
-def _rename_value(graph: onnx.GraphProto, old: str, new: str) -> None:
+def _rename_values(graph: onnx.GraphProto, mapping: Mapping[str, str]) -> None:
+    """Rename values everywhere at once (node inputs and outputs, graph inputs, outputs, initializers)."""
     for node in graph.node:
-        node.output[:] = [new if n == old else n for n in node.output]
-        node.input[:] = [new if n == old else n for n in node.input]
-    for value in graph.output:
-        if value.name == old:
-            value.name = new
+        node.input[:] = [mapping.get(n, n) for n in node.input]
+        node.output[:] = [mapping.get(n, n) for n in node.output]
+    for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+        value.name = mapping.get(value.name, value.name)
 
 
-def _name_outputs(proto: onnx.ModelProto, spec: TableSpec) -> onnx.ModelProto:
-    """skl2onnx's (label, probabilities) or (variable) -> the one output ``scores`` or ``prediction``."""
-    graph = proto.graph
-    outputs = list(graph.output)
-    taken = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {
-        n for node in graph.node for n in node.output}
+def _name_inputs_and_output(graph: onnx.GraphProto, spec: TableSpec) -> None:
+    """Inputs named exactly as the columns; one output, ``scores`` or ``prediction``.
+
+    skl2onnx turns names like "body mass.index" into identifiers and keeps its own names ("label",
+    "probabilities", "variable") for itself, renaming a column that has one. ONNX names are
+    arbitrary strings, so: move internal values out of the columns' way, give the inputs the
+    columns' names, and keep only the probabilities (classifier) or the prediction (regressor).
+    """
+    outputs = [o.name for o in graph.output]
     wanted = output_name(spec)
     if spec.task == "classification":
         if len(outputs) != 2:
-            raise TrainingError(f"skl2onnx gave a classifier the outputs {[o.name for o in outputs]}; "
-                                f"expected a label and probabilities")
-        source, dim = outputs[1].name, len(spec.classes)
+            raise TrainingError(f"skl2onnx gave a classifier the outputs {outputs}; expected a label and "
+                                f"probabilities")
+        source, dim = outputs[1], len(spec.classes)
     else:
-        source, dim = outputs[0].name, 1
-    if wanted in taken and wanted != source:
-        raise DataError(f"the value name {wanted!r} is already used in the graph; rename the column {wanted!r}")
-    _rename_value(graph, source, wanted)
+        source, dim = outputs[0], 1
+    inputs = [i.name for i in graph.input]
+    internal = ({t.name for t in graph.initializer} | {n for node in graph.node for n in node.output}) - set(inputs)
+    reserved = set(spec.feature_names) | {wanted}
+    used = set(inputs) | internal | reserved
+    moves: dict[str, str] = {}
+    for name in sorted(internal & reserved):
+        fresh, k = f"{name}__internal", 0
+        while fresh in used:
+            k += 1
+            fresh = f"{name}__internal{k}"
+        moves[name] = fresh
+        used.add(fresh)
+    _rename_values(graph, moves)
+    source = moves.get(source, source)
+    _rename_values(graph, {**dict(zip(inputs, spec.feature_names, strict=True)), source: wanted})
     del graph.output[:]
     graph.output.append(onnx.helper.make_tensor_value_info(wanted, onnx.TensorProto.FLOAT, ["N", dim]))
-    return proto
 
 
 def _check_graph(proto: onnx.ModelProto, spec: TableSpec) -> None:
@@ -225,7 +237,3 @@ def write_table_bundle(tar_path: PathLike, onnx_path: PathLike, bundle: Mapping[
     """The same tar as every model bundle: model.onnx and bundle.json."""
     write_bundle(tar_path, onnx_path, bundle)
 
-
-def sample_feature_rows(bundle: Mapping[str, Any]) -> Sequence[dict[str, Any]]:
-    """A table bundle's sample inputs: rows by column name (None = missing)."""
-    return [dict(row) for row in bundle.get("sample_inputs", [])]
