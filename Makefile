@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_DATA := demo-data/digits
 DEMO_REQUEST := Recognise handwritten digits, at least 97% accuracy, under 5 ms per image
 
-.PHONY: install protos demo up down test test-unit test-integration lint bench clean
+.PHONY: install protos demo up down test test-unit test-integration lint bench eval-task clean
 
 install: $(STAMP)
 
@@ -52,6 +52,9 @@ lint: install
 
 bench: install $(DEMO_DATA)
 	$(PY) scripts/bench.py
+
+eval-task: install
+	$(PY) scripts/eval_task.py
 
 clean:
 	rm -rf .trainer-agent demo-data .pytest_cache

@@ -1,0 +1,70 @@
+"""make eval-task — the Task agent's brain on the project's labelled requests (tests/task_eval/).
+
+Prints decision accuracy, refusal rates on unethical and infeasible requests, false refusals on
+harmless look-alikes, and field accuracy (task type, targets, constraints) for the held-out half, the
+tuning half and both together. ``--brain llm`` asks the LLM brain (needs TRAINERAGENT_LLM_BASE_URL);
+``--show-errors`` lists every mistake; ``--json`` prints one JSON object and nothing else.
+Figures only: this script does not fail on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from services.task.evaluation import evaluate, format_report, load_set, plan_with_rules  # noqa: E402
+
+SET_DIR = ROOT / "tests" / "task_eval"
+HALVES = ("heldout", "tuning")
+
+
+def _llm_plan():
+    from services.common.config import Settings
+    from services.common.jsonfmt import message_to_json
+    from services.task.brain import read_request
+
+    settings = Settings.from_env()
+    if not settings.llm_base_url:
+        raise SystemExit("--brain llm: no LLM endpoint configured (set TRAINERAGENT_LLM_BASE_URL)")
+
+    def plan(text: str) -> dict:
+        return message_to_json(read_request(text, settings, brain="llm"))
+
+    return plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--brain", choices=("rules", "llm"), default="rules")
+    parser.add_argument("--show-errors", action="store_true", help="list every item with a mistake")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument("--set-dir", type=pathlib.Path, default=SET_DIR, help="folder of heldout/tuning .jsonl")
+    args = parser.parse_args(argv)
+
+    plan = plan_with_rules if args.brain == "rules" else _llm_plan()
+    sets = {name: load_set(args.set_dir / f"{name}.jsonl") for name in HALVES}
+    sets["all"] = [item for name in HALVES for item in sets[name]]
+    figures = {name: evaluate(items, plan) for name, items in sets.items()}
+
+    if args.json:
+        out = {"brain": args.brain, **figures}
+        if not args.show_errors:
+            for value in figures.values():  # ids and mistakes only; --show-errors for the whole items
+                value["errors"] = [{"id": e["id"], "mistakes": e["mistakes"]} for e in value["errors"]]
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+        return 0
+
+    print(f"Task agent evaluation, brain: {args.brain}")
+    for name in HALVES:
+        print(format_report(name, figures[name], show_errors=args.show_errors))
+    print(format_report("all", figures["all"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
