@@ -12,6 +12,7 @@ import pytest
 
 from cli.client import GatewayClient
 from cli.launcher import DEFAULT_PORTS, Stack, free_port
+from tests.tools.scripted_openai import ScriptedOpenAI
 
 # Tests turn the training budget down; the pipeline is the same.
 TEST_ENV = {
@@ -30,11 +31,22 @@ def data_root() -> Iterator[pathlib.Path]:
 
 
 @pytest.fixture(scope="session")
-def stack(data_root: pathlib.Path) -> Iterator[Stack]:
+def llm_server() -> Iterator[ScriptedOpenAI]:
+    """The stack's LLM endpoint: a scripted OpenAI-compatible server, down (HTTP 500) unless a test scripts it.
+
+    So every job of the session also exercises the fallback to the rule brain.
+    """
+    with ScriptedOpenAI([{"status": 500, "body": {"error": {"message": "scripted outage"}}}]) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def stack(data_root: pathlib.Path, llm_server: ScriptedOpenAI) -> Iterator[Stack]:
     state = pathlib.Path(tempfile.mkdtemp(prefix="ta-stack-"))
     ports = {name: free_port() for name in DEFAULT_PORTS}
     ports["endpoints"] = 20000 + (os.getpid() % 20000)
-    env = dict(TEST_ENV, TRAINERAGENT_DATA_ROOTS=str(data_root))
+    env = dict(TEST_ENV, TRAINERAGENT_DATA_ROOTS=str(data_root), TRAINERAGENT_LLM_BASE_URL=llm_server.base_url,
+               TRAINERAGENT_LLM_MODEL="scripted", TRAINERAGENT_LLM_TIMEOUT_S="5", OPENAI_API_KEY="test-key-not-secret")
     # Two training workers share the work queue, as scaled-out workers would.
     stack = Stack(state_dir=state, ports=ports, env=env, workers=2)
     stack.start(timeout_s=120)
