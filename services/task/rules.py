@@ -1,7 +1,12 @@
 """The rule brain: reads a request into a TaskSpec offline and deterministically.
 
-Knowledge (review patterns, task-type cues) lives in ``knowledge/rules.yaml``; this module holds
-the extraction of targets and constraints, which is grammar rather than knowledge.
+Knowledge (review patterns, task-type cues, vague requests) lives in ``knowledge/rules.yaml``; this
+module holds the grammar: normalising numbers (Chinese numerals, "half a second", "5万", "1,500"),
+finding metric targets with their value, the latency / size / training-time constraints, class
+labels and the columns a tabular request names.
+
+English and Chinese are read alike: the text is NFKC-normalised (full-width ，％（ become , % (),
+R² becomes R2) and number words become digits before anything is extracted.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import functools
 import pathlib
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import yaml
@@ -16,49 +22,112 @@ import yaml
 from traineragent.v1 import common_pb2
 
 KNOWLEDGE = pathlib.Path(__file__).with_name("knowledge") / "rules.yaml"
+_FLAGS = re.IGNORECASE
+# A word boundary between ASCII words only, so "F1不低于0.9" and "R2达到0.85" still end "F1" and "R2"
+# (Python's \b treats Chinese characters as word characters).
+_ASCII_BOUNDARY = r"(?:(?<![A-Za-z0-9_])(?=[A-Za-z0-9_])|(?<=[A-Za-z0-9_])(?![A-Za-z0-9_]))"
 
+
+def _rx(pattern: str, flags: int = _FLAGS) -> re.Pattern[str]:
+    return re.compile(pattern.replace(r"\b", _ASCII_BOUNDARY), flags)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics: (pattern, metric). Longer names first so "mean absolute error" is not read as "error".
 _METRICS: list[tuple[str, int]] = [
-    (r"\bf1(?:[- ]?(?:score|macro))?\b|\bf-score\b|\bf1值", common_pb2.METRIC_F1),
-    (r"\bprecision\b|精确率|查准率", common_pb2.METRIC_PRECISION),
-    (r"\brecall\b|召回率|查全率", common_pb2.METRIC_RECALL),
-    (r"\bmae\b|mean absolute error|平均绝对误差", common_pb2.METRIC_MAE),
-    (r"\brmse\b|root mean squared? error|均方根误差", common_pb2.METRIC_RMSE),
-    (r"\br\^?2\b|\br²|r-squared|\br squared\b|决定系数", common_pb2.METRIC_R2),
-    (r"\bperplexity\b|困惑度", common_pb2.METRIC_PERPLEXITY),
-    (r"\baccuracy\b|\baccurate\b|\bacc\b|准确率|正确率|准确度|精度", common_pb2.METRIC_ACCURACY),
+    (r"\bmacro[- ]?f1(?:[- ]?score)?\b|\bf1(?:[- ]?(?:score|macro|measure))?\b|\bf-?(?:1|one)\b|\bf-?(?:score|measure)\b"
+     r"|\bf1值|f1分数|f1得分", common_pb2.METRIC_F1),
+    (r"\bprecision\b|\bprecise\b|精确率|查准率|精准率|精确度", common_pb2.METRIC_PRECISION),
+    (r"\brecall\b|\bsensitivity\b|\btrue positive rate\b|\btpr\b|召回率|召回|查全率|检出率", common_pb2.METRIC_RECALL),
+    (r"\bmae\b|\bmean absolute error\b|\bmean abs(?:olute)? err(?:or)?\b|\baverage (?:absolute )?error\b"
+     r"|平均绝对误差|平均误差", common_pb2.METRIC_MAE),
+    (r"\brmse\b|\broot[- ]mean[- ]squared?[- ]error\b|\broot mean squared?\b|均方根误差", common_pb2.METRIC_RMSE),
+    (r"\br\^?2\b|\br-squared?\b|\br squared?\b|\bcoefficient of determination\b|决定系数|r方|拟合优度",
+     common_pb2.METRIC_R2),
+    (r"\bperplexity\b|\bppl\b|困惑度", common_pb2.METRIC_PERPLEXITY),
+    (r"\b(?:top-?1 )?accuracy\b|\baccurate\b|\bacc\b|准确率|正确率|准确度|识别率|精度|准确性|准确",
+     common_pb2.METRIC_ACCURACY),
 ]
 _LOWER_IS_BETTER = {common_pb2.METRIC_MAE, common_pb2.METRIC_RMSE, common_pb2.METRIC_PERPLEXITY}
+_FRACTION_METRICS = {
+    common_pb2.METRIC_ACCURACY,
+    common_pb2.METRIC_F1,
+    common_pb2.METRIC_PRECISION,
+    common_pb2.METRIC_RECALL,
+    common_pb2.METRIC_R2,
+}
+_METRIC_RE = [(_rx(p), m) for p, m in _METRICS]
 
-_NUMBER = r"(?<![A-Za-z\d.²])(\d+(?:[.,]\d+)?)\s*(%|percent|％)?"
-_GE_WORDS = (
-    r"at least|no (?:less|lower|worse) than|not (?:less|lower|below) than|not below|minimum(?: of)?|min\.?"
-    r"|above|over|more than|greater than|higher than|exceeding|>=|≥|=>|>|不低于|不少于|至少|大于等于|大于|高于|超过"
+# A number: 95, 0.9, .85, 99.95; then an optional percent sign or word.
+_NUMBER_RE = re.compile(
+    r"(?<![A-Za-z\d.\-_/#^])(\d+(?:\.\d+)?|\.\d+)(?![\d_])\s*(%|percent\b|per cent\b|pct\b|个百分点)?", _FLAGS
 )
-_LE_WORDS = (
-    r"at most|no (?:more|higher|greater|worse) than|not (?:more|higher|above) than|not above|maximum(?: of)?"
-    r"|max\.?|under|below|less than|lower than|within|<=|≤|=<|<|不超过|不高于|至多|小于等于|小于|低于|以内|以下"
-)
-_GE_SUFFIX = r"or (?:better|more|higher|above)|and above|or greater|以上|及以上|或更高"
-_LE_SUFFIX = r"or (?:less|lower|below|fewer)|and below|以下|以内|或更低"
 
 
 @dataclass(frozen=True)
 class _Unit:
     pattern: str
-    kind: str  # latency | size | train
-    factor: float  # to ms, MB or minutes
+    kind: str  # latency | size | train | seconds | ambiguous_m
+    factor: float  # to ms, MB or minutes (seconds: to seconds)
 
 
 _UNITS = [
-    _Unit(r"ms|msec|millisecond(?:s)?|毫秒", "latency", 1.0),
-    _Unit(r"µs|us|microsecond(?:s)?|微秒", "latency", 0.001),
-    _Unit(r"kb|kilobyte(?:s)?", "size", 1 / 1024),
-    _Unit(r"mb|mib|megabyte(?:s)?|兆", "size", 1.0),
-    _Unit(r"gb|gib|gigabyte(?:s)?", "size", 1024.0),
-    _Unit(r"min(?:ute)?s?|分钟", "train", 1.0),
-    _Unit(r"h(?:ou)?rs?|hours?|小时", "train", 60.0),
-    _Unit(r"s|sec(?:ond)?s?|秒", "seconds", 1.0),
+    _Unit(r"ms|msecs?|millisec(?:ond)?s?|milli-seconds?|毫秒", "latency", 1.0),
+    _Unit(r"µs|μs|us|usecs?|micro-?sec(?:ond)?s?|微秒", "latency", 0.001),
+    _Unit(r"ns|nanosec(?:ond)?s?|纳秒", "latency", 0.000001),
+    _Unit(r"kb|kib|kilobytes?|千字节", "size", 1 / 1024),
+    _Unit(r"mb|mib|megabytes?|megs?|兆字节|兆|mb大小", "size", 1.0),
+    _Unit(r"gb|gib|gigabytes?|gigs?|吉字节", "size", 1024.0),
+    _Unit(r"tb|terabytes?", "size", 1024.0 * 1024.0),
+    _Unit(r"min(?:ute)?s?|mins?\.|分钟|分鐘", "train", 1.0),
+    _Unit(r"h|hrs?|hours?|小时|个小时|钟头|个钟头", "train", 60.0),
+    _Unit(r"days?|天", "train_day", 1440.0),
+    _Unit(r"s|secs?|seconds?|秒钟|秒", "seconds", 1.0),
+    _Unit(r"m|g", "ambiguous_m", 1.0),
 ]
+_UNIT_RE = re.compile(
+    r"(?<![A-Za-z\d.\-_/#])(\d+(?:\.\d+)?|\.\d+)\s*-?\s*(?:"
+    + "|".join(f"(?P<u{i}>{u.pattern})" for i, u in enumerate(_UNITS))
+    + r")(?![a-z])",
+    _FLAGS,
+)
+_UNIT_AFTER_RE = re.compile(
+    r"\s*-?\s*(?:" + "|".join(u.pattern for u in _UNITS if u.kind != "ambiguous_m") + r")(?![a-z])", _FLAGS
+)
+
+# What a number next to a metric must not be: a count of classes, samples, a time or a size.
+_NOT_A_SCORE_AFTER = _rx(
+    r"\s*(?:classes|class|queues?|categor(?:y|ies)|labels?|types?|kinds?|species|cards|breeds|buckets|tiers"
+    r"|images?|photos?|pictures?|samples?|examples?|rows?|records?|columns?|features?|languages?|decimal"
+    r"|years?|months?|weeks?|times|x\b|k\b|folds?|epochs?|trials?|models?|stars?|classes|digits?|points?"
+    r"|类|种|个(?!百分点)|张|条|行|列|位|年|月|周|天|家|次|倍|分类|星)",
+    _FLAGS,
+)
+_NOT_A_SCORE_BEFORE = _rx(r"(?:\btop[- ]?|\bk\s*=\s*|\bfold\s*|\bversion\s*|第)\s*$")
+_MIN_MAX_AFTER = _rx(r"\s*(?:min(?:imum)?|max(?:imum)?)\b(?!\s*(?:of )?(?:train|fit|budget))\.?")
+
+_CLAUSE_BREAK = re.compile(r"[;；。!?！？\n]|,|、|\.(?:\s|$)|\s(?:but|while|whereas|and then)\s|但是?|同时|并且|而且")
+_CONNECTOR = _rx(r"^\s*(?:,|and|&|/|or|as well as|plus|和|与|及|以及|、|跟)?\s*(?:the\s+)?$")
+
+_TRAIN_CUE = _rx(
+    r"train\w*|fit(?:ting)?\b|learn\w*|budget|build\w*|finish\w*|ready|done\b|complete\w*|turnaround|gpu[- ]hours?"
+    r"|compute|time limit|time cap|wall[- ]?clock|run(?:s|ning)? for|search|epochs?|retrain\w*"
+    r"|训练|跑完|跑|完成|搞定|建好|出结果|学习|预算",
+    _FLAGS,
+)
+_LATENCY_CUE = _rx(
+    r"latenc\w*|inference|infer\b|respon\w*|serv\w*|per (?:request|image|call|query|prediction|item|sample"
+    r"|sentence|message|ticket|photo|frame|email|review|row|record|input|document|tweet|example)|each (?:request"
+    r"|image|call|query|prediction|photo|frame|email|message)|predict\w* time|answer\w*|reply|p\d\d|round[- ]trip"
+    r"|real[- ]?time|score each|推理|延迟|响应|每张|单张|每条|单条|每次|每个|处理时间|耗时|返回",
+    _FLAGS,
+)
+_DATA_CUE = _rx(
+    r"\bdata\w*|\bfiles?\b|\bcsv\b|\bupload\w*|\barchive|\bzip\b|\bcorpus|\bimages? total|数据|文件|语料|上传",
+    _FLAGS,
+)
+_SIZE_CUE = _rx(
+    r"model|size|weights|footprint|artifact|memory|ram|disk|fit on|onnx|deploy\w*|binary|模型|体积|大小|内存|权重")
 
 
 @functools.cache
@@ -66,147 +135,630 @@ def knowledge() -> dict:
     return yaml.safe_load(KNOWLEDGE.read_text(encoding="utf-8"))
 
 
-def _search(patterns: list[str], text: str) -> re.Match[str] | None:
+@functools.cache
+def _compiled() -> dict:
+    """The knowledge file with every pattern compiled once (vocabulary names substituted)."""
+    rules = knowledge()
+    vocab = rules.get("vocab", {})
+
+    def expand(pattern: str) -> str:
+        return re.sub(r"<<(\w+)>>", lambda m: f"(?:{vocab[m.group(1)]})", pattern)
+
+    def rule(item) -> list[re.Pattern[str]]:
+        parts = item if isinstance(item, list) else [item]
+        return [_rx(expand(p)) for p in parts]
+
+    def entries(name: str) -> list[dict]:
+        out = []
+        for entry in rules.get(name, []):
+            out.append(
+                {
+                    "category": entry["category"],
+                    "explanation": entry["explanation"],
+                    "rules": [rule(p) for p in entry["patterns"]],
+                    "unless": [_rx(expand(p)) for p in entry.get("unless", [])],
+                    "lookalike_exempt": bool(entry.get("lookalike_exempt")),
+                }
+            )
+        return out
+
+    return {
+        "unethical": entries("unethical"),
+        "infeasible": entries("infeasible"),
+        "lookalikes": [_rx(expand(p)) for p in rules["harmless_lookalikes"]],
+        "evasion": _rx(expand(vocab["evasion"])),
+        "task_cues": {
+            modality: [(float(w), _rx(expand(p))) for w, p in cues]
+            for modality, cues in rules["task_cues"].items()
+        },
+        "regression": [_rx(expand(p)) for p in rules["tabular_regression_cues"]],
+        "classification": [_rx(expand(p)) for p in rules["tabular_classification_cues"]],
+        "vague": [_rx(expand(p)) for p in rules["vague"]],
+    }
+
+
+def _any(patterns: list[re.Pattern[str]], text: str) -> re.Match[str] | None:
     for pattern in patterns:
-        match = re.search(pattern, text, re.IGNORECASE)
+        match = pattern.search(text)
         if match:
             return match
     return None
 
 
-def _direction(before: str, after: str, default: str) -> str:
-    """The comparison stated around a number: words just before it, or a suffix just after."""
-    before = before[-28:]
-    if re.search(rf"({_GE_WORDS})\s*(?:of\s*|to\s*|=\s*|:\s*|为\s*)?$", before, re.IGNORECASE):
-        return ">="
-    if re.search(rf"({_LE_WORDS})\s*(?:of\s*|to\s*|=\s*|:\s*|为\s*)?$", before, re.IGNORECASE):
-        return "<="
-    if re.match(rf"\s*(?:{_GE_SUFFIX})", after, re.IGNORECASE):
-        return ">="
-    if re.match(rf"\s*(?:{_LE_SUFFIX})", after, re.IGNORECASE):
-        return "<="
-    return default
+# ---------------------------------------------------------------------------------------------
+# Normalisation: numbers written in words or with Chinese units become digits.
+
+_CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "俩": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7,
+              "八": 8, "九": 9}
+_CN_UNITS = {"十": 10, "百": 100, "千": 1000}
+_CN_NUM = "零〇一二两俩三四五六七八九十百千"
+
+
+def _cn_to_number(s: str) -> float | None:
+    """一百五十 → 150, 二十五 → 25, 十 → 10, 一点五 → 1.5, 三 → 3."""
+    if "点" in s:
+        whole, _, frac = s.partition("点")
+        w = _cn_to_number(whole) if whole else 0
+        if w is None or not frac or any(c not in _CN_DIGITS for c in frac):
+            return None
+        return float(f"{int(w)}.{''.join(str(_CN_DIGITS[c]) for c in frac)}")
+    total, current = 0, 0
+    for ch in s:
+        if ch in _CN_DIGITS:
+            current = _CN_DIGITS[ch]
+        elif ch in _CN_UNITS:
+            total += (current or 1) * _CN_UNITS[ch]
+            current = 0
+        else:
+            return None
+    return float(total + current)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}" if value < 1e15 else str(value)
+
+
+_EN_SMALL = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
+    "seventeen": 17, "eighteen": 18, "nineteen": 19,
+}
+_EN_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
+            "ninety": 90}
+_EN_WORD = (
+    r"(?:(?:" + "|".join(_EN_TENS) + r")(?:[- ](?:" + "|".join(list(_EN_SMALL)[1:10]) + r"))?"
+    r"|" + "|".join(_EN_SMALL) + r")"
+)
+_EN_UNIT_WORDS = (
+    r"percent|per cent|%|milliseconds?|ms\b|microseconds?|seconds?|secs?\b|minutes?|mins?\b|hours?|hrs?\b|days?"
+    r"|megabytes?|mb\b|gigabytes?|gb\b|kilobytes?"
+)
+
+
+def _en_to_number(words: str) -> float:
+    words = words.lower().replace("-", " ")
+    total = 0
+    for w in words.split():
+        total += _EN_TENS.get(w, 0) + _EN_SMALL.get(w, 0)
+    return float(total)
+
+
+_REPLACEMENTS: list[tuple[re.Pattern[str], object]] = [
+    # thousands separators and k: 1,500 → 1500; 1.5k → 1500
+    (re.compile(r"(?<![\d.])(\d{1,3})((?:,\d{3})+)(?![\d])"), lambda m: m.group(1) + m.group(2).replace(",", "")),
+    (re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?k\b(?!\s*(?:b|byte))", _FLAGS), lambda m: _fmt(float(m.group(1)) * 1000)),
+    # English fractions of time units
+    (re.compile(r"\b(?:an?|one) hour and a half\b", _FLAGS), "90 minutes"),
+    (re.compile(r"\bhalf an? hour\b", _FLAGS), "30 minutes"),
+    (re.compile(r"\b(?:a )?quarter of an hour\b", _FLAGS), "15 minutes"),
+    (re.compile(r"\bhalf a minute\b", _FLAGS), "30 seconds"),
+    (re.compile(r"\bhalf a second\b", _FLAGS), "500 ms"),
+    (re.compile(r"\bhalf a day\b", _FLAGS), "12 hours"),
+    (re.compile(r"\bsub-?second\b", _FLAGS), "under 1 second"),
+    (re.compile(r"\bsub-(\d)", _FLAGS), r"under \1"),
+    (re.compile(rf"\b({_EN_WORD}) and a half (hours?|minutes?|seconds?|days?)\b", _FLAGS),
+     lambda m: f"{_fmt(_en_to_number(m.group(1)) + 0.5)} {m.group(2)}"),
+    (re.compile(rf"\b({_EN_WORD})(?=[- ]?(?:{_EN_UNIT_WORDS}))[- ]?", _FLAGS),
+     lambda m: f"{_fmt(_en_to_number(m.group(1)))} "),
+    # "an hour", "a minute", "a day" (a second only where it is plainly a duration)
+    (re.compile(r"\b(?:an|one) hour\b", _FLAGS), "1 hour"),
+    (re.compile(r"\b(?:a|one) (minute|day)\b", _FLAGS), r"1 \1"),
+    (re.compile(r"\b(under|within|in|than|below|about|around|max|most|takes?|taking|of|to|inside|tops)\s+(?:a|one)"
+                r"\s+second\b", _FLAGS), r"\1 1 second"),
+    (re.compile(r"\b(?:a|one) second\b(?=\s*(?:max|maximum|per|each|or less|or under|tops|latency|response"
+                r"|to (?:respond|answer|classify|predict)))", _FLAGS), "1 second"),
+    # Chinese: 百分之九十五 → 95%, 九成 → 90%, 半小时 → 30分钟, 半秒 → 500毫秒, 一个半小时 → 1.5小时
+    (re.compile(rf"百分之([{_CN_NUM}点]+|\d+(?:\.\d+)?)"),
+     lambda m: (m.group(1) if m.group(1)[0].isdigit() else _fmt(_cn_to_number(m.group(1)) or 0)) + "%"),
+    (re.compile(r"([一二三四五六七八九])成([一二三四五六七八九])?(?![\u4e00-\u9fff]{0,1}(?:本|功|员|品|绩|长|交|熟|为|立))"),
+     lambda m: f"{_CN_DIGITS[m.group(1)] * 10 + (_CN_DIGITS[m.group(2)] if m.group(2) else 0)}%"),
+    (re.compile(rf"([{_CN_NUM}]+|\d+)个半(小时|钟头)"),
+     lambda m: _fmt((_cn_to_number(m.group(1)) if not m.group(1).isdigit() else float(m.group(1))) + 0.5) + "小时"),
+    (re.compile(r"半个?(?:小时|钟头)"), "30分钟"),
+    (re.compile(r"半分钟"), "30秒"),
+    (re.compile(r"半秒钟?"), "500毫秒"),
+    (re.compile(r"半天"), "12小时"),
+    (re.compile(rf"([{_CN_NUM}]+(?:点[{_CN_NUM}]+)?)(?=个?(?:小时|钟头|分钟|秒|毫秒|微秒|兆|天|类|种|万|千|G|M|%))"),
+     lambda m: _fmt(v) if (v := _cn_to_number(m.group(1))) is not None else m.group(1)),
+    (re.compile(r"(\d+(?:\.\d+)?)\s*万"), lambda m: _fmt(float(m.group(1)) * 10000)),
+    (re.compile(r"(\d+(?:\.\d+)?)\s*千(?!字节|克|米|瓦)"), lambda m: _fmt(float(m.group(1)) * 1000)),
+    (re.compile(r"(\d+(?:\.\d+)?)个(小时|钟头)"), r"\1\2"),
+]
+
+
+@functools.lru_cache(maxsize=4096)
+def normalize(text: str) -> str:
+    """The request with full-width forms folded and numbers in words turned into digits."""
+    text = unicodedata.normalize("NFKC", text).replace("µ", "μ")
+    for pattern, repl in _REPLACEMENTS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets
+
+
+def _clause_bounds(text: str) -> list[int]:
+    """Start offsets of the clauses of ``text`` (a comma, semicolon, full stop or "but" ends one)."""
+    starts = [0]
+    for match in _CLAUSE_BREAK.finditer(text):
+        starts.append(match.end())
+    return starts
+
+
+def _clause_of(starts: list[int], index: int) -> int:
+    lo = 0
+    for i, s in enumerate(starts):
+        if s <= index:
+            lo = i
+        else:
+            break
+    return lo
+
+
+def _metric_mentions(text: str) -> list[tuple[int, int, int]]:
+    found: list[tuple[int, int, int]] = []
+    for pattern, metric in _METRIC_RE:
+        for match in pattern.finditer(text):
+            if any(not (match.end() <= a or match.start() >= b) for a, b, _ in found):
+                continue
+            found.append((match.start(), match.end(), metric))
+    return sorted(found)
+
+
+def _score_numbers(text: str, train_clauses: set[int], starts: list[int]) -> list[dict]:
+    numbers = []
+    for number in _NUMBER_RE.finditer(text):
+        start, end = number.start(1), number.end()
+        percent = bool(number.group(2))
+        following = text[end : end + 16]
+        if not percent:
+            min_max = _MIN_MAX_AFTER.match(following)
+            if min_max and _clause_of(starts, start) not in train_clauses:
+                numbers.append({"start": start, "end": end, "value": float(number.group(1)), "percent": False})
+                continue
+            if _UNIT_AFTER_RE.match(following) or _NOT_A_SCORE_AFTER.match(following):
+                continue
+            if re.match(r"\s*(?:-|to|~|–)\s*\d", following):  # a range's first half
+                continue
+        if _NOT_A_SCORE_BEFORE.search(text[max(0, start - 8) : start]):
+            continue
+        numbers.append({"start": start, "end": end, "value": float(number.group(1)), "percent": percent})
+    return numbers
+
+
+def _metric_value(metric: int, value: float, percent: bool) -> float:
+    if percent:
+        return value / 100.0
+    if metric in _FRACTION_METRICS and value > 1.0:
+        return value / 100.0
+    return value
+
+
+def _targets_with_spans(text: str) -> list[tuple[common_pb2.Target, tuple[int, int]]]:
+    starts = _clause_bounds(text)
+    mentions = _metric_mentions(text)
+    if not mentions:
+        return []
+    train_clauses = {
+        _clause_of(starts, m.start()) for m in _TRAIN_CUE.finditer(text)
+    }
+    numbers = _score_numbers(text, train_clauses, starts)
+    pairs: list[tuple[float, int, int]] = []
+    for mi, (m_start, m_end, _metric) in enumerate(mentions):
+        clause = _clause_of(starts, m_start)
+        for ni, num in enumerate(numbers):
+            if _clause_of(starts, num["start"]) != clause:
+                continue
+            if num["start"] >= m_end:
+                between = (m_end, num["start"])
+                distance = num["start"] - m_end
+            else:
+                between = (num["end"], m_start)
+                gap = m_start - num["end"]
+                # "95% accuracy", "95%以上准确率": a number just before its metric; farther back, the
+                # number more likely belongs to the metric before it ("recall 95% and precision 80%").
+                distance = gap if gap <= 3 else gap + 15
+            if any(between[0] <= s < between[1] for s, _e, _m in mentions if s != m_start):
+                continue  # another metric stands between them
+            pairs.append((distance, mi, ni))
+    assigned: dict[int, int] = {}
+    used: set[int] = set()
+    for _distance, mi, ni in sorted(pairs):
+        if mi in assigned or ni in used:
+            continue
+        assigned[mi] = ni
+        used.add(ni)
+    # "precision and recall both above 0.8": a metric without a number shares the next one's.
+    for mi in range(len(mentions) - 1, -1, -1):
+        if mi in assigned or mi + 1 >= len(mentions):
+            continue
+        if (mi + 1) in assigned and _CONNECTOR.match(text[mentions[mi][1] : mentions[mi + 1][0]]):
+            assigned[mi] = assigned[mi + 1]
+    out: list[tuple[common_pb2.Target, tuple[int, int]]] = []
+    seen: set[int] = set()
+    for mi, (m_start, m_end, metric) in enumerate(mentions):
+        if mi not in assigned or metric in seen:
+            continue
+        num = numbers[assigned[mi]]
+        value = _metric_value(metric, num["value"], num["percent"])
+        op = "<=" if metric in _LOWER_IS_BETTER else ">="
+        seen.add(metric)
+        span = (min(m_start, num["start"]), max(m_end, num["end"]))
+        out.append((common_pb2.Target(metric=metric, op=op, value=round(value, 6)), span))
+    return out
 
 
 def extract_targets(text: str) -> list[common_pb2.Target]:
-    """Metric targets: the number nearest each metric word, within its clause."""
-    targets: list[common_pb2.Target] = []
-    taken: list[tuple[int, int]] = []
-    for pattern, metric in _METRICS:
-        for match in re.finditer(pattern, text, re.IGNORECASE):
-            if any(a <= match.start() < b for a, b in taken):
-                continue
-            found = _number_near(text, match, metric)
-            if found is None:
-                continue
-            value, op, span = found
-            if any(t.metric == metric for t in targets):
-                continue
-            targets.append(common_pb2.Target(metric=metric, op=op, value=value))
-            taken.append((min(span[0], match.start()), max(span[1], match.end())))
-    return targets
+    """Metric targets: each metric word paired with the nearest free number in its clause.
+
+    The comparison is the metric's own direction (higher is better for accuracy, f1, precision,
+    recall and R2; lower for MAE, RMSE and perplexity), whatever words state it ("no lower than",
+    "should not drop below", "不超过", "or better"); percentages become fractions.
+    """
+    return [t for t, _span in _targets_with_spans(normalize(text))]
 
 
-def _number_near(text: str, match: re.Match[str], metric: int) -> tuple[float, str, tuple[int, int]] | None:
-    default = "<=" if metric in _LOWER_IS_BETTER else ">="
-    clause_end = _clause_end(text, match.end())
-    clause_start = _clause_start(text, match.start())
-    candidates: list[tuple[int, re.Match[str]]] = []
-    for number in re.finditer(_NUMBER, text[clause_start:clause_end], re.IGNORECASE):
-        start = clause_start + number.start()
-        end = clause_start + number.end()
-        following = text[end : end + 14].lower()
-        if re.match(r"\s*(?:" + "|".join(u.pattern for u in _UNITS) + r")\b", following, re.IGNORECASE):
-            continue  # a latency, size or time, not this metric's value
-        if re.match(r"\s*(?:classes|queues|categories|labels|类)", following):
-            continue
-        distance = start - match.end() if start >= match.end() else match.start() - end
-        candidates.append((abs(distance), number))
-    if not candidates:
-        return None
-    _, number = min(candidates, key=lambda c: c[0])
-    start = clause_start + number.start()
-    end = clause_start + number.end()
-    value = float(number.group(1).replace(",", "."))
-    if number.group(2) or (metric not in _LOWER_IS_BETTER and metric != common_pb2.METRIC_R2 and value > 1):
-        value = value / 100.0
-    before = text[max(0, min(start, match.start()) - 30) : start]
-    op = _direction(before, text[end:], default)
-    return round(value, 6), op, (start, end)
+# ---------------------------------------------------------------------------------------------
+# Constraints
 
 
-def _clause_end(text: str, index: int) -> int:
-    found = re.search(r"[,;，；。\n]|\band\b|\bwith\b|\bunder\b \d+\s*ms", text[index:])
-    return index + found.start() if found else len(text)
+def _nearest_cue(text: str, lo: int, hi: int, at: tuple[int, int], cues: dict[str, re.Pattern[str]]) -> str | None:
+    """The cue kind found closest to ``at`` within text[lo:hi]."""
+    best: tuple[int, str] | None = None
+    segment = text[lo:hi]
+    for kind, pattern in cues.items():
+        for match in pattern.finditer(segment):
+            s, e = lo + match.start(), lo + match.end()
+            distance = at[0] - e if e <= at[0] else s - at[1]
+            distance = max(distance, 0)
+            if best is None or distance < best[0]:
+                best = (distance, kind)
+    return best[1] if best else None
 
 
-def _clause_start(text: str, index: int) -> int:
-    head = text[:index]
-    cut = max(head.rfind(c) for c in ",;，；。\n")
-    return cut + 1 if cut >= 0 else 0
+def _constraint_clause(text: str, start: int, end: int) -> tuple[int, int]:
+    lo = max(text.rfind(c, 0, start) for c in ";；。\n!?,，、") + 1
+    hi_candidates = [i for c in ";；。\n!?,，、" if (i := text.find(c, end)) >= 0]
+    hi = min(hi_candidates) if hi_candidates else len(text)
+    # ". " ends a sentence too (but not the dot inside 0.5)
+    dot = re.search(r"\.(?:\s|$)", text[end:hi])
+    if dot:
+        hi = end + dot.start()
+    before = list(re.finditer(r"\.(?:\s|$)", text[lo:start]))
+    if before:
+        lo = lo + before[-1].end()
+    return lo, hi
 
 
 def extract_constraints(text: str) -> common_pb2.Constraints:
-    """Latency, size and training-time limits: a number with a unit, read with its context."""
+    """Latency, size and training-time limits: a number with a unit, read with its clause."""
+    return _constraints(normalize(text))
+
+
+def _constraints(text: str) -> common_pb2.Constraints:
     constraints = common_pb2.Constraints()
-    unit_alternatives = "|".join(f"(?P<u{i}>{u.pattern})" for i, u in enumerate(_UNITS))
-    pattern = rf"(\d+(?:[.,]\d+)?)\s*(?:{unit_alternatives})(?![a-z])"
-    for match in re.finditer(pattern, text, re.IGNORECASE):
+    found: dict[str, list[tuple[int, float]]] = {"latency": [], "size": [], "train": []}
+    for match in _UNIT_RE.finditer(text):
         unit_index = next(i for i in range(len(_UNITS)) if match.group(f"u{i}"))
         unit = _UNITS[unit_index]
-        value = float(match.group(1).replace(",", ".")) * unit.factor
-        context = text[max(0, match.start() - 40) : match.end() + 30].lower()
+        value = float(match.group(1)) * unit.factor
+        lo, hi = _constraint_clause(text, match.start(), match.end())
+        clause = text[lo:hi]
+        span = (match.start(), match.end())
         kind = unit.kind
         if kind == "seconds":
-            training = re.search(r"train|训练|fit|budget", context)
-            kind, value = ("train", value / 60.0) if training else ("latency", value * 1000.0)
-        if kind == "train" and not re.search(r"train|训练|fit|budget|learn|build|finish|ready", context):
-            continue
-        if kind == "latency":
-            if not constraints.HasField("max_latency_ms"):
-                constraints.max_latency_ms = round(value, 6)
+            cue = _nearest_cue(text, lo, hi, span, {"train": _TRAIN_CUE, "latency": _LATENCY_CUE})
+            kind, value = ("train", value / 60.0) if cue == "train" else ("latency", value * 1000.0)
+        elif kind in ("train", "train_day"):
+            cue = _nearest_cue(text, lo, hi, span, {"train": _TRAIN_CUE, "latency": _LATENCY_CUE})
+            if cue == "latency" and kind == "train":
+                kind, value = "latency", value * 60_000.0
+            elif cue != "train":
+                continue
+            kind = "train"
         elif kind == "size":
-            if not constraints.HasField("max_model_size_mb"):
-                constraints.max_model_size_mb = round(value, 6)
-        elif kind == "train" and not constraints.HasField("max_train_minutes"):
-            constraints.max_train_minutes = round(value, 6)
+            cue = _nearest_cue(text, lo, hi, span, {"size": _SIZE_CUE, "data": _DATA_CUE})
+            if cue == "data":
+                continue
+        elif kind == "ambiguous_m":
+            if _nearest_cue(text, lo, hi, span, {"size": _SIZE_CUE}) and re.search(r"模型|体积|大小|size|model", clause,
+                                                                                       _FLAGS):
+                kind, value = "size", value * (1024.0 if match.group(0).strip()[-1] in "gG" else 1.0)
+            else:
+                continue
+        priority = 0
+        if kind == "latency" and re.search(r"\bp9[59]\b|p95", clause, _FLAGS):
+            priority = -1 if re.search(r"\bp95\b", clause, _FLAGS) else 0
+        found[kind].append((priority, round(value, 6)))
+    if found["latency"]:
+        constraints.max_latency_ms = min(found["latency"], key=lambda p: p[0])[1]
+    if found["size"]:
+        constraints.max_model_size_mb = found["size"][0][1]
+    if found["train"]:
+        constraints.max_train_minutes = found["train"][0][1]
     return constraints
 
 
-def detect_task_type(text: str) -> int:
-    for entry in knowledge()["task_types"]:
-        if _search(entry["patterns"], text):
-            return common_pb2.TaskType.Value("TASK_TYPE_" + entry["type"].upper())
+# ---------------------------------------------------------------------------------------------
+# Task type
+
+
+def _modality_scores(text: str) -> dict[str, float]:
+    scores: dict[str, float] = {}
+    for modality, cues in _compiled()["task_cues"].items():
+        scores[modality] = sum(weight for weight, pattern in cues if pattern.search(text))
+    return scores
+
+
+_CLASSIFY_INTENT = _rx(
+    r"\b(?:classif\w*|categori[sz]\w*|sort\w*|tag\w*|label\w*|route|routing|detect\w*|flag\w*|decide (?:whether|if)"
+    r"|tell (?:if|whether)|which (?:of|class|category)|spam|sentiment|positive or negative)\b|分类|分成|判断|识别|检测|属于",
+    _FLAGS,
+)
+_THRESHOLD = {"image": 2, "generation": 3, "text": 2, "tabular": 3}
+
+
+def _task_type(text: str, targets: list[common_pb2.Target]) -> int:
+    scores = _modality_scores(text)
+    metrics = {t.metric for t in targets}
+    if common_pb2.METRIC_PERPLEXITY in metrics:
+        scores["generation"] = scores.get("generation", 0) + 5
+    if scores.get("generation", 0) < 5 and _CLASSIFY_INTENT.search(text):
+        scores["generation"] = 0
+    regression_metric = bool(metrics & {common_pb2.METRIC_MAE, common_pb2.METRIC_RMSE, common_pb2.METRIC_R2})
+    if regression_metric and scores.get("tabular", 0) > 0:
+        scores["tabular"] = scores["tabular"] + 2
+    best, best_score = None, 0.0
+    for modality in ("image", "generation", "text", "tabular"):
+        score = scores.get(modality, 0)
+        if score >= _THRESHOLD[modality] and score > best_score:
+            best, best_score = modality, score
+    if best is None and regression_metric and scores.get("tabular", 0) >= 1:
+        best = "tabular"
+    if best == "image":
+        return common_pb2.TASK_TYPE_IMAGE_CLASSIFICATION
+    if best == "generation":
+        return common_pb2.TASK_TYPE_TEXT_GENERATION
+    if best == "text":
+        return common_pb2.TASK_TYPE_TEXT_CLASSIFICATION
+    if best == "tabular":
+        return _tabular_kind(text, metrics)
     return common_pb2.TASK_TYPE_UNSPECIFIED
 
 
+_PREDICTED_OBJECT = _rx(
+    r"\b(?:predict\w*|forecast\w*|estimat\w*|model\w*|regress\w*|classify|guess\w*|tell)\b\s+(.{0,60}?)"
+    r"(?=\s+(?:from|given|using|based on|with|for each|per|for new|by)\b|[,;.(]|$)|(?:预测|估计|估算|判断)(.{0,20}?)(?=[,，。;；]|$)")
+
+
+def _tabular_kind(text: str, metrics: set[int]) -> int:
+    compiled = _compiled()
+    regression = metrics & {common_pb2.METRIC_MAE, common_pb2.METRIC_RMSE, common_pb2.METRIC_R2}
+    classification = metrics & {common_pb2.METRIC_ACCURACY, common_pb2.METRIC_F1, common_pb2.METRIC_PRECISION,
+                                common_pb2.METRIC_RECALL}
+    if regression and not classification:
+        return common_pb2.TASK_TYPE_TABULAR_REGRESSION
+    if classification and not regression:
+        return common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION
+    # No deciding metric: read what is predicted ("predict whether ..." vs "predict the price ...").
+    for match in _PREDICTED_OBJECT.finditer(text):
+        obj = match.group(1) or match.group(2) or ""
+        if _any(compiled["classification"], obj):
+            return common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION
+        if _any(compiled["regression"], obj):
+            return common_pb2.TASK_TYPE_TABULAR_REGRESSION
+    if _any(compiled["classification"], text):
+        return common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION
+    if _any(compiled["regression"], text):
+        return common_pb2.TASK_TYPE_TABULAR_REGRESSION
+    return common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION
+
+
+def detect_task_type(text: str) -> int:
+    norm = normalize(text)
+    return _task_type(norm, [t for t, _ in _targets_with_spans(norm)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Review
+
+
 def review(text: str) -> tuple[int, str] | None:
-    """(reject_reason, explanation) when the request must be refused, else None."""
-    rules = knowledge()
-    harmless = _search(rules["harmless_lookalikes"], text) is not None
-    for entry in rules["unethical"]:
-        if harmless and entry["category"] in ("fraud", "harassment"):
+    """(reject_reason, explanation) when the request must be refused, else None.
+
+    Unethical before infeasible. The review reads the whole request whatever its task type, and
+    nothing in the request ("ignore the rules", "skip the review") turns it off.
+    """
+    norm = normalize(text)
+    compiled = _compiled()
+    harmless = _any(compiled["lookalikes"], norm) is not None and not compiled["evasion"].search(norm)
+    for entry in compiled["unethical"]:
+        if entry["lookalike_exempt"] and harmless:
             continue
-        if _search(entry["patterns"], text):
-            return common_pb2.REJECT_REASON_UNETHICAL, f"Refused: {entry['explanation']}."
-    for entry in rules["infeasible"]:
-        if _search(entry["patterns"], text):
-            return common_pb2.REJECT_REASON_INFEASIBLE, f"Not possible: {entry['explanation']}."
+        if _any(entry["unless"], norm):
+            continue
+        if _matches(entry["rules"], norm):
+            return common_pb2.REJECT_REASON_UNETHICAL, f"Refused ({_plain(entry['category'])}): {entry['explanation']}."
+    for entry in compiled["infeasible"]:
+        if _any(entry["unless"], norm):
+            continue
+        if _matches(entry["rules"], norm):
+            return common_pb2.REJECT_REASON_INFEASIBLE, f"Not possible ({_plain(entry['category'])}): {entry['explanation']}."
+    return _impossible_numbers(norm)
+
+
+def _plain(category: str) -> str:
+    return category.replace("_", " ")
+
+
+def _matches(rules: list[list[re.Pattern[str]]], text: str) -> bool:
+    return any(all(p.search(text) for p in rule) for rule in rules)
+
+
+def _impossible_numbers(norm: str) -> tuple[int, str] | None:
+    """Targets and limits that no model can meet: a perfect score, zero error, zero latency."""
+    for target, _span in _targets_with_spans(norm):
+        perfect = target.metric in _FRACTION_METRICS - {common_pb2.METRIC_R2} and target.value >= 1.0
+        zero_error = target.metric in (common_pb2.METRIC_MAE, common_pb2.METRIC_RMSE) and target.value == 0.0
+        if perfect or zero_error:
+            return (
+                common_pb2.REJECT_REASON_INFEASIBLE,
+                "Not possible (perfect score): a perfect score on real-world inputs is impossible in principle; "
+                "state a target below 100% (or an error above 0).",
+            )
+    constraints = _constraints(norm)
+    if constraints.HasField("max_latency_ms") and constraints.max_latency_ms == 0:
+        return (
+            common_pb2.REJECT_REASON_INFEASIBLE,
+            "Not possible (zero latency): every computation takes time; state a latency above 0 ms.",
+        )
     return None
 
 
+# ---------------------------------------------------------------------------------------------
+# Labels and columns
+
+_LABEL_WORD = r"[\w][\w\-']*(?:\s[\w][\w\-']*){0,2}"
+_EN_LIST = re.compile(
+    r"\b(?:into|as|between|among|either|labels?|classes|categories|queues|buckets?|types|groups|bins)\s*[:(]?\s*"
+    r"(?:the\s+)?(?:(?:\w+\s+)?(?:classes|queues|categories|groups|labels|buckets?|types|patterns|tiers)\s*[:(]\s*)?"
+    rf"((?:{_LABEL_WORD}\s*,\s*)+{_LABEL_WORD}\s*,?\s*(?:and|or)\s+{_LABEL_WORD}|{_LABEL_WORD}\s+(?:or|and|vs\.?|versus)\s+{_LABEL_WORD})"
+    r"(?=\s*(?:[.;:)]|,\s|$|\s(?:with|at|and|using|from|so|for|in|on|to|accuracy|f1|precision|recall)\b))",
+    _FLAGS,
+)
+_COLON_LIST = re.compile(rf":\s*((?:{_LABEL_WORD}\s*,\s*){{2,}}{_LABEL_WORD})\s*(?=[.;)]|$)", _FLAGS)
+_PAREN_LIST = re.compile(r"\(([^()]{1,120})\)")
+_VS_LIST = re.compile(rf"\b({_LABEL_WORD}(?:\s+(?:vs\.?|versus)\s+{_LABEL_WORD})+)\b", _FLAGS)
+_IS_X_OR_Y = re.compile(
+    r"\b(?:is|are|as|whether (?:\w+\s+){0,6}?(?:is|are))\s+(\w[\w\-]*)\s+or\s+(\w[\w\-]*)(?=\s*[,.;:)]|\s*$)", _FLAGS
+)
+_CN_LIST = re.compile(r"(?:分成|分为|分到|归为|是)([^,。;:()]{1,60}?)(?:[一二三四五六七八九十\d]+(?:类|种|个类别)|还是([^,。;:()]{1,12}))")
+_STOP_LABELS = {"a", "an", "the", "it", "not", "other things", "more", "less", "better", "higher", "lower"}
+
+
+def _split_items(body: str) -> list[str]:
+    parts = re.split(r"\s*(?:,|、|/|\bvs\.?|\bversus\b|\band\b|\bor\b|和|与|及|或者|或|还是)\s*", body, flags=_FLAGS)
+    return [p.strip(" .'\"`") for p in parts if p and p.strip(" .'\"`")]
+
+
 def extract_labels(text: str) -> list[str]:
-    """Class names listed in the request: "into billing, outage, account or other"."""
-    match = re.search(
-        r"\b(?:into|as|between|among)\s+(?:(?:the\s+)?(?:\w+\s+)?(?:classes|queues|categories|groups|labels)\s*[:(]?\s*)?"
-        r"((?:[\w-]+\s*,\s*)+[\w-]+\s*,?\s*(?:and|or)\s+[\w-]+)",
-        text,
-        re.IGNORECASE,
-    )
-    if not match:
-        return []
-    parts = re.split(r"\s*,\s*|\s+(?:and|or)\s+", match.group(1))
-    return [p.strip() for p in parts if p.strip()]
+    """Class names listed in the request: "into billing, outage, account or other", "(yes/no)", "A vs B"."""
+    norm = normalize(text)
+    candidates: list[list[str]] = []
+    for match in _PAREN_LIST.finditer(norm):
+        body = match.group(1)
+        if re.search(r"\d+\s*(?:classes|categories|types|cards|species)|`|\b(?:e\.g|i\.e|abandoned|like)\b|=", body,
+                     _FLAGS):
+            continue
+        if re.search(r"[,、/]|\bvs\b|\bor\b", body):
+            items = _split_items(body)
+            if 2 <= len(items) <= 30 and all(len(i) <= 30 and len(i.split()) <= 3 for i in items):
+                candidates.append(items)
+    for pattern in (_EN_LIST, _COLON_LIST, _VS_LIST):
+        for match in pattern.finditer(norm):
+            items = _split_items(match.group(1))
+            if len(items) >= 2:
+                candidates.append(items)
+    for match in _CN_LIST.finditer(norm):
+        body = match.group(1) + ("还是" + match.group(2) if match.group(2) else "")
+        items = _split_items(body)
+        if len(items) >= 2:
+            candidates.append(items)
+    match = _IS_X_OR_Y.search(norm)
+    if match:
+        candidates.append([match.group(1), match.group(2)])
+    for items in candidates:
+        items = [re.sub(r"^(?:either|the|a|an)\s+", "", i, flags=_FLAGS) for i in items]
+        if any(i.lower() in _STOP_LABELS for i in items):
+            continue
+        return items
+    return []
+
+
+_IDENT = r"`[^`]{1,60}`|[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+|[A-Za-z][A-Za-z0-9]{0,30}|[\u4e00-\u9fff]{1,6}"
+_COLUMN_LIST = re.compile(
+    rf"(?:\b(?:from|given|using|based on|with (?:the )?(?:features?|columns?)|features?:?|columns?:?|inputs?:?)\s+"
+    rf"|(?:用|根据|基于|利用|通过)\s*(?:[\w.]+\s*(?:里的|中的|的))?\s*)"
+    rf"((?:{_IDENT})(?:\s*(?:,|、|/)\s*(?:and\s+)?(?:{_IDENT}))*(?:\s*,?\s*(?:and|和|与|及|以及)\s*(?:{_IDENT}))?)",
+    _FLAGS,
+)
+_LABEL_COLUMN = [
+    re.compile(r"(?:the\s+)?`([^`]{1,60})`\s+(?:column|field|target|label)", _FLAGS),
+    re.compile(r"\b(?:column|field|target(?: column)?|label(?: column)?)\s*(?:is|:|=|called|named)?\s*`([^`]{1,60})`", _FLAGS),
+    re.compile(r"\b(?:predict|forecast|estimate|classify|model)\s+(?:the\s+)?([A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+)\s+column\b",
+               _FLAGS),
+    re.compile(r"(?:预测|估计|判断)\s*`?([A-Za-z_][\w]*)`?\s*(?:列|字段|这一列)"),
+    re.compile(r"\b(?:predict|forecast|estimate|classify)\b[^.;]{0,80}?`([^`]{1,60})`(?=[^.;]{0,80}?\b(?:from|given|using|based on)\b)",
+               _FLAGS),
+    re.compile(r"\b(?:predict|forecast|estimate)\s+(?:the\s+)?`([^`]{1,60})`", _FLAGS),
+]
+
+
+def _columns_from(body: str) -> list[str]:
+    parts = re.split(r"\s*(?:,|、|/|\band\b|和|与|以及|及)\s*", body, flags=_FLAGS)
+    items = [p.strip().strip("`") for p in parts if p.strip()]
+    return items
+
+
+def extract_columns(text: str) -> tuple[str | None, list[str]]:
+    """(label_column, input_columns) a tabular request names: "predict `churned` from age, plan and tenure"."""
+    norm = normalize(text)
+    label = None
+    for pattern in _LABEL_COLUMN:
+        match = pattern.search(norm)
+        if match:
+            label = match.group(1).strip("`")
+            break
+    inputs: list[str] = []
+    for match in _COLUMN_LIST.finditer(norm):
+        body = match.group(1)
+        items = _columns_from(body)
+        identifier_like = all(
+            "`" in body or "_" in i or re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,30}|[\u4e00-\u9fff]{1,6}", i) for i in items
+        )
+        plain_words = [i for i in items if re.fullmatch(r"[A-Za-z]+", i)]
+        if len(items) < 2 and "`" not in body and "_" not in body:
+            continue
+        if not identifier_like or any(i.lower() in ("the", "their", "its", "a", "an", "our", "my") for i in plain_words):
+            continue
+        if label and label in items:
+            items = [i for i in items if i != label]
+        inputs = items
+        break
+    if not inputs:
+        # a parenthesised list of columns after a table or data word: "login table (`src_ip`, `attempts`)"
+        match = re.search(r"(?:table|data|dataset|log|records|数据|流水|表)\s*\(([^()]{1,120})\)", norm, _FLAGS)
+        if match:
+            items = _columns_from(match.group(1))
+            if len(items) >= 2 and all(len(i) <= 30 and len(i.split()) == 1 for i in items):
+                inputs = items
+    return label, inputs
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole reading
 
 
 def read_request(text: str) -> common_pb2.TaskSpec:
@@ -217,11 +769,21 @@ def read_request(text: str) -> common_pb2.TaskSpec:
         spec.decision = common_pb2.DECISION_REJECT
         spec.reject_reason, spec.explanation = refusal
         return spec
-    spec.task_type = detect_task_type(text)
-    spec.targets.extend(extract_targets(text))
-    spec.constraints.CopyFrom(extract_constraints(text))
-    spec.labels.extend(extract_labels(text))
-    vague = _search(knowledge()["vague"], text) is not None
+    norm = normalize(text)
+    targets = [t for t, _ in _targets_with_spans(norm)]
+    spec.task_type = _task_type(norm, targets)
+    spec.targets.extend(targets)
+    spec.constraints.CopyFrom(_constraints(norm))
+    tabular = spec.task_type in (common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION, common_pb2.TASK_TYPE_TABULAR_REGRESSION)
+    label_column, input_columns = extract_columns(text) if tabular else (None, [])
+    labels = extract_labels(text)
+    if tabular:
+        labels = [label for label in labels if label not in input_columns]
+    spec.labels.extend(labels)
+    if label_column:
+        spec.label_column = label_column
+    spec.input_columns.extend(input_columns)
+    vague = _any(_compiled()["vague"], norm) is not None
     if vague or spec.task_type == common_pb2.TASK_TYPE_UNSPECIFIED:
         spec.decision = common_pb2.DECISION_CLARIFY
         spec.explanation = "The request does not say what the model should learn; please answer the questions."
@@ -238,6 +800,7 @@ def read_request(text: str) -> common_pb2.TaskSpec:
                     choices=[
                         "image_classification",
                         "text_classification",
+                        "text_generation",
                         "tabular_classification",
                         "tabular_regression",
                     ],
