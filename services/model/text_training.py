@@ -1,0 +1,338 @@
+"""Training a text classifier on a text dataset artifact: fit the preprocessing, encode once, train, evaluate.
+
+The loop is the image path's (services/model/training.py): one loop for CPU and GPU, a cosine
+schedule with warm-up, early stopping on the validation split with the best weights kept, the
+deadline and cancellation checked between batches, and the test split judged once at the end. The
+preprocessing (hashed n-grams or a tokenizer) is fitted on the train split only and every split is
+encoded through :func:`services.common.text_preprocessing.encode_texts`, the endpoint's own path.
+Batches are cut to their longest text, so a batch of short tickets costs what short tickets cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from services.common.errors import DataError
+from services.common.text_preprocessing import TextPreprocessing, encode_texts, load_tokenizer
+from services.model.text_models import build_text_model, make_text_preprocessing, text_hyperparameters
+from services.model.training import (
+    EpochReport,
+    TrainOutcome,
+    _affordable_epochs,
+    _limit_cpu_threads,
+    classification_metrics,
+    cosine_lr,
+    pick_device,
+)
+from services.model.zoo import count_parameters
+
+__all__ = [
+    "TEXT_FORMAT", "TextSplits", "TextOutcome", "EpochReport", "load_text_dataset", "write_text_dataset",
+    "train_text_classifier", "encode_split", "predict_text_logits",
+]
+
+SPLITS = ("train", "validation", "test")
+FORMAT_KEY = b"traineragent.format"
+CLASSES_KEY = b"traineragent.classes"
+SOURCE_COLUMNS_KEY = b"traineragent.source_columns"
+TEXT_FORMAT = "text"
+TEXT_SCHEMA = pa.schema([pa.field("text", pa.string()), pa.field("label", pa.string()),
+                         pa.field("split", pa.string())])
+EVAL_BATCH = 128
+MIN_STEPS_PER_EPOCH = 8
+PathLike = str | os.PathLike[str]
+
+
+# --- the text dataset artifact (docs/formats.md) ----------------------------------------------------
+
+
+@dataclasses.dataclass
+class TextSplits:
+    """A text dataset artifact in memory: strings and class indices per split."""
+
+    classes: list[str]
+    source_columns: dict[str, str]
+    train_texts: list[str]
+    train_labels: np.ndarray
+    validation_texts: list[str]
+    validation_labels: np.ndarray
+    test_texts: list[str]
+    test_labels: np.ndarray
+
+    def texts(self, split: str) -> list[str]:
+        return getattr(self, f"{split}_texts")
+
+    def labels(self, split: str) -> np.ndarray:
+        return getattr(self, f"{split}_labels")
+
+
+def write_text_dataset(path: PathLike, rows: Iterable[tuple[str, str, str]], classes: Sequence[str],
+                       source_columns: Mapping[str, str]) -> int:
+    """Write the text dataset artifact from (text, label, split) rows; returns the number of rows."""
+    known = set(classes)
+    texts, labels, splits = [], [], []
+    for i, (text, label, split) in enumerate(rows):
+        if label not in known:
+            raise ValueError(f"row {i}: label {label!r} is not one of {sorted(known)}")
+        if split not in SPLITS:
+            raise ValueError(f"row {i}: split {split!r} is not one of {SPLITS}")
+        if not isinstance(text, str):
+            raise ValueError(f"row {i}: text is {type(text).__name__}, not a string")
+        texts.append(text)
+        labels.append(label)
+        splits.append(split)
+    schema = TEXT_SCHEMA.with_metadata({
+        FORMAT_KEY: json.dumps(TEXT_FORMAT).encode(),
+        CLASSES_KEY: json.dumps(list(classes)).encode(),
+        SOURCE_COLUMNS_KEY: json.dumps(dict(source_columns), sort_keys=True).encode(),
+    })
+    table = pa.Table.from_arrays([pa.array(texts, pa.string()), pa.array(labels, pa.string()),
+                                  pa.array(splits, pa.string())], schema=schema)
+    pq.write_table(table, str(path), compression="zstd")
+    return len(texts)
+
+
+def load_text_dataset(path: PathLike) -> TextSplits:
+    """Read a text dataset artifact; a file that is not one raises DataError naming what is wrong."""
+    name = pathlib.Path(path).name
+    metadata = pq.read_schema(str(path)).metadata or {}
+    try:
+        fmt = json.loads(metadata[FORMAT_KEY])
+        classes = [str(c) for c in json.loads(metadata[CLASSES_KEY])]
+        source_columns = {str(k): str(v) for k, v in json.loads(metadata.get(SOURCE_COLUMNS_KEY, b"{}")).items()}
+    except KeyError as exc:
+        raise DataError(f"{name} is not a text dataset artifact: metadata {exc} is missing") from exc
+    if fmt != TEXT_FORMAT:
+        raise DataError(f"{name} is a {fmt!r} dataset artifact, not a text one")
+    table = pq.read_table(str(path), columns=["text", "label", "split"])
+    index = {c: i for i, c in enumerate(classes)}
+    parts: dict[str, tuple[list[str], list[int]]] = {s: ([], []) for s in SPLITS}
+    for text, label, split in zip(table.column("text").to_pylist(), table.column("label").to_pylist(),
+                                  table.column("split").to_pylist(), strict=True):
+        if label not in index:
+            raise DataError(f"the dataset has label {label!r}, which is not among its classes {classes}")
+        if split not in parts:
+            raise DataError(f"the dataset has a row in split {split!r}; splits are {', '.join(SPLITS)}")
+        parts[split][0].append(text if text is not None else "")
+        parts[split][1].append(index[label])
+    fields: dict[str, Any] = {}
+    for split, (split_texts, split_labels) in parts.items():
+        fields[f"{split}_texts"] = split_texts
+        fields[f"{split}_labels"] = np.asarray(split_labels, dtype=np.int64)
+    return TextSplits(classes=classes, source_columns=source_columns, **fields)
+
+
+# --- training -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TextOutcome(TrainOutcome):
+    preprocessing: TextPreprocessing  # the encoding the bundle records
+    tokenizer_path: pathlib.Path | None  # tokenizer.json for tokenizer models (in work_dir), else None
+    seconds_per_epoch: float  # mean wall time of the completed epochs (training and validation)
+
+
+def encode_split(texts: Sequence[str], spec: TextPreprocessing, tokenizer: Any = None) -> dict[str, torch.Tensor]:
+    """A whole split through the endpoint's encoding, as tensors padded to the split's longest text."""
+    return {k: torch.from_numpy(v) for k, v in encode_texts(texts, spec, tokenizer).items()}
+
+
+def _batch(feeds: Mapping[str, torch.Tensor], idx: Any, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``idx``, cut to their own longest text (padding is on the right)."""
+    ids, mask = feeds["input_ids"][idx], feeds["attention_mask"][idx]
+    length = max(1, int(mask.sum(1).max().item())) if len(mask) else 1
+    return (ids[:, :length].to(device, non_blocking=True), mask[:, :length].to(device, non_blocking=True))
+
+
+@torch.no_grad()
+def predict_text_logits(model: nn.Module, feeds: Mapping[str, torch.Tensor], batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """Encoded split -> logits float32 [N, C], in batches sorted by length (fast, same result)."""
+    model.eval()
+    device = next(model.parameters()).device.type
+    n = len(feeds["input_ids"])
+    order = np.argsort(feeds["attention_mask"].sum(1).numpy(), kind="stable")
+    outputs: list[torch.Tensor] = []
+    for i in range(0, n, batch_size):
+        ids, mask = _batch(feeds, torch.from_numpy(order[i:i + batch_size]), device)
+        outputs.append(model(ids, mask).float().cpu())
+    if not outputs:
+        return np.zeros((0, 0), np.float32)
+    logits = torch.cat(outputs).numpy()
+    restored = np.empty_like(logits)
+    restored[order] = logits
+    return restored
+
+
+def _evaluate(model: nn.Module, feeds: Mapping[str, torch.Tensor], labels: np.ndarray) -> tuple[float, float]:
+    logits = predict_text_logits(model, feeds)
+    loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
+    return float(loss), float(np.mean(logits.argmax(1) == labels))
+
+
+def _split_metrics(model: nn.Module, feeds: Mapping[str, torch.Tensor], labels: np.ndarray,
+                   num_classes: int) -> dict[str, float]:
+    if len(labels) == 0:
+        return classification_metrics(labels, labels, num_classes)
+    return classification_metrics(labels, predict_text_logits(model, feeds).argmax(1), num_classes)
+
+
+def _optimizer(model: nn.Module, hp: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """AdamW; decay on matrices only; a model with its own groups (minilm: head vs encoder) gives them."""
+    lr, weight_decay = float(hp["lr"]), float(hp.get("weight_decay", 0.0))
+    if hasattr(model, "parameter_groups"):
+        groups = model.parameter_groups(lr, float(hp.get("head_lr", lr)), weight_decay)
+    else:
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in trainable if p.ndim >= 2], "lr": lr, "weight_decay": weight_decay},
+                  {"params": [p for p in trainable if p.ndim < 2], "lr": lr, "weight_decay": 0.0}]
+        groups = [g for g in groups if g["params"]]
+    for group in groups:
+        group["base_lr"] = group["lr"]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def train_text_classifier(
+    splits: TextSplits,
+    candidate: str,
+    hp: dict[str, Any] | None,
+    *,
+    max_epochs: int,
+    deadline_unix: float,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    work_dir: PathLike,
+) -> TextOutcome:
+    """Train ``candidate`` (ngram_bag | transformer_small | minilm) on the train split; keep the best on validation.
+
+    Stops at ``max_epochs``, when validation stops improving for ``patience`` epochs (after
+    ``min_epochs``), at ``deadline_unix`` or when ``should_stop()`` is true, whichever comes first;
+    the deadline and cancellation are checked between batches. A partial epoch is not kept, unless
+    the deadline cut the very first one: a partly trained model beats an untrained one.
+    ``work_dir`` receives tokenizer.json for tokenizer models. Deterministic for a seed on the CPU.
+    """
+    started = time.time()
+    hp = text_hyperparameters(candidate, hp)
+    device = pick_device(device)
+    if device == "cpu":
+        _limit_cpu_threads()
+    if len(splits.train_texts) == 0 or len(splits.validation_texts) == 0:
+        raise DataError("training needs texts in both the train and the validation split")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    num_classes = len(splits.classes)
+
+    spec, tokenizer_path = make_text_preprocessing(candidate, splits.train_texts, work_dir, hp)
+    tokenizer = load_tokenizer(tokenizer_path, spec) if tokenizer_path is not None else None
+    train = encode_split(splits.train_texts, spec, tokenizer)
+    val = encode_split(splits.validation_texts, spec, tokenizer)
+    train_y = torch.from_numpy(splits.train_labels.astype(np.int64))
+    val_y = splits.validation_labels.astype(np.int64)
+
+    model = build_text_model(candidate, num_classes, spec, hp).to(device)
+    optimizer = _optimizer(model, hp)
+    label_smoothing = float(hp.get("label_smoothing", 0.0))
+    patience, min_epochs = int(hp.get("patience", 4)), int(hp.get("min_epochs", 1))
+    n = len(train_y)
+    batch_size = max(2, min(int(hp.get("batch_size", 32)), max(8, n // MIN_STEPS_PER_EPOCH), n))
+    steps_per_epoch = math.ceil(n / batch_size)  # no BatchNorm here: the ragged tail trains too
+    warmup_steps = min(steps_per_epoch, 50)
+    planned_epochs = max(1, max_epochs)
+    autocast = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+
+    def stop_now() -> str | None:
+        if should_stop is not None and should_stop():
+            return "cancelled"
+        if time.time() >= deadline_unix:
+            return "deadline"
+        return None
+
+    best_state: dict[str, torch.Tensor] | None = None
+    best_key = (-1.0, -math.inf)  # (val accuracy, -val loss): higher is better
+    best_epoch, bad_epochs, epochs_done, step = 0, 0, 0, 0
+    epoch_times: list[float] = []
+    stop_reason = "max_epochs"
+    lr = float(hp["lr"])
+    for epoch in range(1, max_epochs + 1):
+        stop_reason = stop_now() or ""
+        if stop_reason:
+            break
+        epoch_start = time.time()
+        model.train()
+        order = rng.permutation(n)
+        loss_sum, batches = 0.0, 0
+        for b in range(steps_per_epoch):
+            if b > 0 and (stop_reason := stop_now() or ""):
+                break
+            idx = torch.from_numpy(order[b * batch_size:(b + 1) * batch_size])
+            ids, mask = _batch(train, idx, device)
+            y = train_y[idx].to(device, non_blocking=True)
+            scale = cosine_lr(step, planned_epochs * steps_per_epoch, 1.0, warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * scale
+            lr = float(hp["lr"]) * scale
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                logits = model(ids, mask)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item()
+            batches += 1
+            step += 1
+        if stop_reason and not (best_state is None and batches > 0 and stop_reason == "deadline"):
+            break  # a partial epoch is not evaluated; the best complete one is kept
+
+        val_loss, val_accuracy = _evaluate(model, val, val_y)
+        epochs_done = epoch if not stop_reason else epochs_done
+        epoch_times.append(time.time() - epoch_start)
+        if (val_accuracy, -val_loss) > best_key:
+            best_key, best_epoch, bad_epochs = (val_accuracy, -val_loss), epoch, 0
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+        if on_epoch is not None:
+            on_epoch(EpochReport(epoch=epoch, max_epochs=max_epochs, train_loss=loss_sum / max(1, batches),
+                                 val_loss=val_loss, val_accuracy=val_accuracy, seconds=epoch_times[-1], lr=lr))
+        if stop_reason:
+            break  # the deadline cut the first epoch; its partial model was kept above
+        if bad_epochs >= patience and epoch >= min_epochs:
+            stop_reason = "early_stopping"
+            break
+        planned_epochs = _affordable_epochs(epoch, max_epochs, epoch_times, deadline_unix)
+    else:
+        stop_reason = "max_epochs"
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model = model.to("cpu").eval()
+    test = encode_split(splits.test_texts, spec, tokenizer)
+    return TextOutcome(
+        model=model,
+        epochs=epochs_done,
+        stop_reason=stop_reason,
+        train_seconds=time.time() - started,
+        device=device,
+        validation_metrics=_split_metrics(model, val, val_y, num_classes),
+        test_metrics=_split_metrics(model, test, splits.test_labels.astype(np.int64), num_classes),
+        num_parameters=count_parameters(model),
+        best_epoch=best_epoch,
+        preprocessing=spec,
+        tokenizer_path=tokenizer_path,
+        seconds_per_epoch=float(np.mean(epoch_times)) if epoch_times else 0.0,
+    )
