@@ -106,6 +106,15 @@ _NOT_A_SCORE_AFTER = _rx(
 _NOT_A_SCORE_BEFORE = _rx(r"(?:\btop[- ]?|\bk\s*=\s*|\bfold\s*|\bversion\s*|第)\s*$")
 _MIN_MAX_AFTER = _rx(r"\s*(?:min(?:imum)?|max(?:imum)?)\b(?!\s*(?:of )?(?:train|fit|budget))\.?")
 
+_ERROR_UNIT_AFTER = _rx(
+    r"\s*(?:years?|yrs?|months?|weeks?|days?|hours?|hrs?|minutes?|mins?|seconds?|secs?|degrees?|dollars?|euros?"
+    r"|yuan|usd|eur|kwh|kg|km|units|年|个月|周|天|小时|分钟|秒|度|元|块|公斤|千瓦时)(?![a-z])"
+)
+_BASELINE_BEFORE = _rx(
+    r"\b(?:currently|current(?:ly)?|right now|now (?:at|is|are|have|get)|today|at the moment|baseline|existing"
+    r"|our old|the old|last (?:model|version)|we (?:have|get|got|are at)|used to|was)\b[^0-9]{0,30}$"
+    r"|(?:目前|现在|现有|当前|原来|之前|以前)[^0-9]{0,15}$"
+)
 _CLAUSE_BREAK = re.compile(r"[;；。!?！？\n]|,|、|\.(?:\s|$)|\s(?:but|while|whereas|and then)\s|但是?|同时|并且|而且")
 _CONNECTOR = _rx(r"^\s*(?:,|and|&|/|or|as well as|plus|和|与|及|以及|、|跟)?\s*(?:the\s+)?$")
 
@@ -123,7 +132,8 @@ _LATENCY_CUE = _rx(
     _FLAGS,
 )
 _DATA_CUE = _rx(
-    r"\bdata\w*|\bfiles?\b|\bcsv\b|\bupload\w*|\barchive|\bzip\b|\bcorpus|\bimages? total|数据|文件|语料|上传",
+    r"\bdata\w*|\bfiles?\b|\bcsv\b|\bupload\w*|\barchive|\bzip\b|\bcorpus|\bimages? total|\bfolders?\b|\bdirector(?:y|ies)\b"
+    r"|\bcollection\b|\bdump\b|\bof (?:images|photos|scans|logs|text|records)\b|数据|文件|语料|上传|文件夹|图片集",
     _FLAGS,
 )
 _SIZE_CUE = _rx(
@@ -336,7 +346,13 @@ def _score_numbers(text: str, train_clauses: set[int], starts: list[int]) -> lis
         if not percent:
             min_max = _MIN_MAX_AFTER.match(following)
             if min_max and _clause_of(starts, start) not in train_clauses:
-                numbers.append({"start": start, "end": end, "value": float(number.group(1)), "percent": False})
+                numbers.append({"start": start, "end": end, "value": float(number.group(1)), "percent": False,
+                                "baseline": False})
+                continue
+            if _ERROR_UNIT_AFTER.match(following) and _clause_of(starts, start) not in train_clauses:
+                # "MAE under 5 years", "误差小于3天": an error's value may carry the quantity's unit
+                numbers.append({"start": start, "end": end, "value": float(number.group(1)), "percent": False,
+                                "error_only": True, "baseline": _is_baseline(text, start, starts)})
                 continue
             if _UNIT_AFTER_RE.match(following) or _NOT_A_SCORE_AFTER.match(following):
                 continue
@@ -344,8 +360,15 @@ def _score_numbers(text: str, train_clauses: set[int], starts: list[int]) -> lis
                 continue
         if _NOT_A_SCORE_BEFORE.search(text[max(0, start - 8) : start]):
             continue
-        numbers.append({"start": start, "end": end, "value": float(number.group(1)), "percent": percent})
+        numbers.append({"start": start, "end": end, "value": float(number.group(1)), "percent": percent,
+                        "baseline": _is_baseline(text, start, starts)})
     return numbers
+
+
+def _is_baseline(text: str, start: int, starts: list[int]) -> bool:
+    """A number stated as where things are now ("we currently have 80%"), not as the goal."""
+    clause_start = starts[_clause_of(starts, start)]
+    return bool(_BASELINE_BEFORE.search(text[max(clause_start, start - 40) : start]))
 
 
 def _metric_value(metric: int, value: float, percent: bool) -> float:
@@ -371,6 +394,8 @@ def _targets_with_spans(text: str) -> list[tuple[common_pb2.Target, tuple[int, i
         for ni, num in enumerate(numbers):
             if _clause_of(starts, num["start"]) != clause:
                 continue
+            if num.get("error_only") and _metric not in (common_pb2.METRIC_MAE, common_pb2.METRIC_RMSE):
+                continue
             if num["start"] >= m_end:
                 between = (m_end, num["start"])
                 distance = num["start"] - m_end
@@ -382,6 +407,8 @@ def _targets_with_spans(text: str) -> list[tuple[common_pb2.Target, tuple[int, i
                 distance = gap if gap <= 3 else gap + 15
             if any(between[0] <= s < between[1] for s, _e, _m in mentions if s != m_start):
                 continue  # another metric stands between them
+            if num["baseline"]:
+                distance += 40  # today's figure; the goal is the other number if there is one
             pairs.append((distance, mi, ni))
     assigned: dict[int, int] = {}
     used: set[int] = set()
@@ -390,6 +417,19 @@ def _targets_with_spans(text: str) -> list[tuple[common_pb2.Target, tuple[int, i
             continue
         assigned[mi] = ni
         used.add(ni)
+    # "our accuracy is 80% today, we need 90%": a goal stated in the next clause, with no metric of its own.
+    for mi, ni in list(assigned.items()):
+        if not numbers[ni]["baseline"]:
+            continue
+        clause = _clause_of(starts, numbers[ni]["start"])
+        for nj, num in enumerate(numbers):
+            if nj in used or _clause_of(starts, num["start"]) != clause + 1 or num["baseline"]:
+                continue
+            if any(_clause_of(starts, s) == clause + 1 for s, _e, _m in mentions):
+                break
+            assigned[mi] = nj
+            used.add(nj)
+            break
     # "precision and recall both above 0.8": a metric without a number shares the next one's.
     for mi in range(len(mentions) - 1, -1, -1):
         if mi in assigned or mi + 1 >= len(mentions):
@@ -655,6 +695,10 @@ _IS_X_OR_Y = re.compile(
     r"\b(?:is|are|as|whether (?:\w+\s+){0,6}?(?:is|are))\s+(\w[\w\-]*)\s+or\s+(\w[\w\-]*)(?=\s*[,.;:)]|\s*$)", _FLAGS
 )
 _CN_LIST = re.compile(r"(?:分成|分为|分到|归为|是)([^,。;:()]{1,60}?)(?:[一二三四五六七八九十\d]+(?:类|种|个类别)|还是([^,。;:()]{1,12}))")
+_LABEL_CONTEXT = _rx(
+    r"\b(?:classif\w*|categor\w*|buckets?|class(?:es)?|labels?|types?|tiers?|groups?|columns?|defects?|into|as|sort\w*"
+    r"|segments?|kinds?)\b[^()]{0,20}$|(?:分类|类别|缺陷|类型|分成|分为|种类|病害|等级)[^()]{0,10}$"
+)
 _STOP_LABELS = {"a", "an", "the", "it", "not", "other things", "more", "less", "better", "higher", "lower"}
 
 
@@ -672,10 +716,17 @@ def extract_labels(text: str) -> list[str]:
         if re.search(r"\d+\s*(?:classes|categories|types|cards|species)|`|\b(?:e\.g|i\.e|abandoned|like)\b|=", body,
                      _FLAGS):
             continue
-        if re.search(r"[,、/]|\bvs\b|\bor\b", body):
-            items = _split_items(body)
-            if 2 <= len(items) <= 30 and all(len(i) <= 30 and len(i.split()) <= 3 for i in items):
-                candidates.append(items)
+        if not re.search(r"[,、/]|\bvs\b|\bor\b", body):
+            continue
+        items = _split_items(body)
+        if not (2 <= len(items) <= 30 and all(len(i) <= 30 and len(i.split()) <= 3 for i in items)):
+            continue
+        # a list of classes, not of examples: "(yes/no)", "bucket (low, mid, high)", "缺陷（气孔、裂纹）"
+        slash_or_vs = re.search(r"/|\bvs\b", body) is not None
+        named = _LABEL_CONTEXT.search(norm[max(0, match.start() - 30) : match.start()]) is not None
+        short = len(items) >= 3 and all(len(i.split()) <= 2 for i in items)
+        if slash_or_vs or named or short:
+            candidates.append(items)
     for pattern in (_EN_LIST, _COLON_LIST, _VS_LIST):
         for match in pattern.finditer(norm):
             items = _split_items(match.group(1))
@@ -691,19 +742,13 @@ def extract_labels(text: str) -> list[str]:
         candidates.append([match.group(1), match.group(2)])
     for items in candidates:
         items = [re.sub(r"^(?:either|the|a|an)\s+", "", i, flags=_FLAGS) for i in items]
-        if any(i.lower() in _STOP_LABELS for i in items):
+        if any(i in _STOP_LABELS for i in items):
             continue
         return items
     return []
 
 
 _IDENT = r"`[^`]{1,60}`|[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+|[A-Za-z][A-Za-z0-9]{0,30}|[\u4e00-\u9fff]{1,6}"
-_COLUMN_LIST = re.compile(
-    rf"(?:\b(?:from|given|using|based on|with (?:the )?(?:features?|columns?)|features?:?|columns?:?|inputs?:?)\s+"
-    rf"|(?:用|根据|基于|利用|通过)\s*(?:[\w.]+\s*(?:里的|中的|的))?\s*)"
-    rf"((?:{_IDENT})(?:\s*(?:,|、|/)\s*(?:and\s+)?(?:{_IDENT}))*(?:\s*,?\s*(?:and|和|与|及|以及)\s*(?:{_IDENT}))?)",
-    _FLAGS,
-)
 _LABEL_COLUMN = [
     re.compile(r"(?:the\s+)?`([^`]{1,60})`\s+(?:column|field|target|label)", _FLAGS),
     re.compile(r"\b(?:column|field|target(?: column)?|label(?: column)?)\s*(?:is|:|=|called|named)?\s*`([^`]{1,60})`", _FLAGS),
@@ -713,6 +758,23 @@ _LABEL_COLUMN = [
     re.compile(r"\b(?:predict|forecast|estimate|classify)\b[^.;]{0,80}?`([^`]{1,60})`(?=[^.;]{0,80}?\b(?:from|given|using|based on)\b)",
                _FLAGS),
     re.compile(r"\b(?:predict|forecast|estimate)\s+(?:the\s+)?`([^`]{1,60})`", _FLAGS),
+]
+
+
+_EN_IDENT = r"`[^`]{1,60}`|[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+|[A-Za-z][A-Za-z0-9]{0,30}"
+_ZH_IDENT = r"`[^`]{1,60}`|[A-Za-z][A-Za-z0-9_]{0,40}|[\u4e00-\u9fff]{1,6}?"
+_COLUMN_LISTS = [
+    re.compile(
+        r"\b(?:from|given|using|based on|with (?:the )?(?:features?|columns?)|(?:features?|columns?|inputs?)\s*:)\s+"
+        rf"((?:{_EN_IDENT})(?!\.[A-Za-z0-9])(?!\w)(?:\s*,\s*(?:and\s+)?(?:{_EN_IDENT})(?!\.[A-Za-z0-9])(?!\w))*"
+        rf"(?:\s*,?\s*(?:and|&)\s+(?:{_EN_IDENT})(?!\.[A-Za-z0-9])(?!\w))?)",
+        _FLAGS,
+    ),
+    re.compile(
+        r"(?:用|根据|基于|利用|通过)\s*(?:(?:[A-Za-z0-9_.\-]+|[\u4e00-\u9fff]{1,8}?)\s*(?:里的|中的|表的))?\s*"
+        rf"((?:{_ZH_IDENT})(?:\s*、\s*(?:{_ZH_IDENT}))+(?:\s*(?:和|与|及|以及)\s*(?:{_ZH_IDENT}))?"
+        rf"|(?:{_ZH_IDENT})\s*(?:和|与|及|以及)\s*(?:{_ZH_IDENT}))(?=\s*(?:等|这些|几个|三个|四个|字段|列|特征|数据)?\s*(?:来|去)?(?:预测|判断|估计|估算|识别|检测|,|。|$))",
+    ),
 ]
 
 
@@ -732,14 +794,14 @@ def extract_columns(text: str) -> tuple[str | None, list[str]]:
             label = match.group(1).strip("`")
             break
     inputs: list[str] = []
-    for match in _COLUMN_LIST.finditer(norm):
+    for match in (m for pattern in _COLUMN_LISTS for m in pattern.finditer(norm)):
         body = match.group(1)
         items = _columns_from(body)
         identifier_like = all(
             "`" in body or "_" in i or re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,30}|[\u4e00-\u9fff]{1,6}", i) for i in items
         )
         plain_words = [i for i in items if re.fullmatch(r"[A-Za-z]+", i)]
-        if len(items) < 2 and "`" not in body and "_" not in body:
+        if len(items) < 2 and "`" not in body:
             continue
         if not identifier_like or any(i.lower() in ("the", "their", "its", "a", "an", "our", "my") for i in plain_words):
             continue
