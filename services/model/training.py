@@ -169,7 +169,7 @@ def available_cpus() -> int:
     return count
 
 
-def _limit_cpu_threads() -> None:
+def limit_cpu_threads() -> None:
     """torch counts the host's cores, not a container's share; oversubscribed threads crawl.
 
     Only lowers the count, and only when no *_NUM_THREADS variable says what the caller wants.
@@ -253,7 +253,7 @@ def train_image_classifier(
     hp = {**get_candidate(candidate_name).default_hyperparameters, **(hp or {})}
     device = pick_device(device)
     if device == "cpu":
-        _limit_cpu_threads()
+        limit_cpu_threads()
     if len(splits.train_images) == 0 or len(splits.validation_images) == 0:
         raise DataError("training needs images in both the train and the validation split")
     torch.manual_seed(seed)
@@ -340,7 +340,7 @@ def train_image_classifier(
         if bad_epochs >= patience and epoch >= min_epochs:
             stop_reason = "early_stopping"
             break
-        planned_epochs = _affordable_epochs(epoch, max_epochs, epoch_times, deadline_unix)
+        planned_epochs = affordable_epochs(epoch, max_epochs, epoch_times, deadline_unix)
     else:
         stop_reason = "max_epochs"
 
@@ -361,7 +361,7 @@ def train_image_classifier(
     )
 
 
-def _affordable_epochs(done: int, max_epochs: int, epoch_times: list[float], deadline_unix: float) -> int:
+def affordable_epochs(done: int, max_epochs: int, epoch_times: list[float], deadline_unix: float) -> int:
     """How many epochs the schedule should plan for, so the learning rate anneals before the deadline."""
     recent = epoch_times[1:] or epoch_times  # the first epoch pays for warm-up work
     per_epoch = max(1e-3, sum(recent) / len(recent))
