@@ -54,33 +54,45 @@ def _member(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def write_bundle(tar_path: PathLike, onnx_path: PathLike, bundle: Mapping[str, Any]) -> None:
-    """Write the uncompressed tar holding model.onnx and bundle.json."""
-    description = json.dumps(bundle, indent=2, sort_keys=True).encode()
-    model_bytes = pathlib.Path(onnx_path).read_bytes()
+# Files a bundle may carry besides the model and its description (e.g. a text model's tokenizer).
+OPTIONAL_MEMBERS = ("tokenizer.json",)
+
+
+def write_bundle(tar_path: PathLike, onnx_path: PathLike, bundle: Mapping[str, Any],
+                 extra_files: Mapping[str, PathLike] | None = None) -> None:
+    """Write the uncompressed tar holding model.onnx, bundle.json and any optional member."""
+    unknown = sorted(set(extra_files or {}) - set(OPTIONAL_MEMBERS))
+    if unknown:
+        raise ValueError(f"a bundle cannot carry {unknown}; optional members are {list(OPTIONAL_MEMBERS)}")
+    members = [(MODEL_NAME, pathlib.Path(onnx_path).read_bytes()),
+               (DESCRIPTION_NAME, json.dumps(bundle, indent=2, sort_keys=True).encode())]
+    members += [(name, pathlib.Path(path).read_bytes()) for name, path in sorted((extra_files or {}).items())]
     with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
-        tar.addfile(_member(MODEL_NAME, len(model_bytes)), io.BytesIO(model_bytes))
-        tar.addfile(_member(DESCRIPTION_NAME, len(description)), io.BytesIO(description))
+        for name, data in members:
+            tar.addfile(_member(name, len(data)), io.BytesIO(data))
 
 
 def read_bundle(tar_path: PathLike, dest_dir: PathLike) -> tuple[pathlib.Path, dict[str, Any]]:
-    """Extract a bundle into ``dest_dir``; return the model's path and the parsed bundle.json."""
+    """Extract a bundle into ``dest_dir``; return the model's path and the parsed bundle.json.
+
+    Only model.onnx, bundle.json and the optional members are accepted, as regular files.
+    """
     dest = pathlib.Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
-    wanted = {MODEL_NAME, DESCRIPTION_NAME}
+    allowed = {MODEL_NAME, DESCRIPTION_NAME, *OPTIONAL_MEMBERS}
     found: dict[str, bytes] = {}
     try:
         with tarfile.open(tar_path, "r:") as tar:
             for member in tar.getmembers():
-                if member.name not in wanted or not member.isreg() or member.name in found:
-                    raise BundleError(f"the model bundle holds an unexpected member {member.name!r}; "
-                                      f"a bundle holds only {MODEL_NAME} and {DESCRIPTION_NAME}")
+                if member.name not in allowed or not member.isreg() or member.name in found:
+                    raise BundleError(f"the model bundle holds an unexpected member {member.name!r}; a bundle "
+                                      f"holds only {', '.join(sorted(allowed))}")
                 handle = tar.extractfile(member)
                 assert handle is not None  # a regular file always has content
                 found[member.name] = handle.read()
     except tarfile.TarError as exc:
         raise BundleError(f"the model bundle is not a readable tar archive: {exc}") from exc
-    missing = sorted(wanted - set(found))
+    missing = sorted({MODEL_NAME, DESCRIPTION_NAME} - set(found))
     if missing:
         raise BundleError(f"the model bundle lacks {', '.join(missing)}")
     try:

@@ -48,34 +48,48 @@ def export_onnx(model: nn.Module, spec: ImagePreprocessing, path: PathLike, num_
     path = pathlib.Path(path)
     wrapped = _WithSoftmax(model.to("cpu")).eval()
     example = torch.zeros(2, spec.channels, spec.height, spec.width)
-    try:
-        _export_torchscript(wrapped, example, path)
-        exporter = "torchscript"
-    except Exception:  # noqa: BLE001 - the legacy exporter may be gone or fail; dynamo is the fallback
-        _remove_side_files(path)
-        _export_dynamo(wrapped, example, path)
-        exporter = "dynamo"
-    _check_graph(path, spec, num_classes)
+    exporter = export_single_file(wrapped, (example,), path, {INPUT_NAME: {0: "batch"}})
+    check_single_file(path, {INPUT_NAME: onnx.TensorProto.FLOAT}, num_classes)
     return exporter
 
 
-def _export_torchscript(wrapped: nn.Module, example: torch.Tensor, path: pathlib.Path) -> None:
+def export_single_file(wrapped: nn.Module, example: tuple[torch.Tensor, ...], path: pathlib.Path,
+                       dynamic_axes: dict[str, dict[int, str]]) -> str:
+    """Export ``wrapped`` (inputs named as ``dynamic_axes``'s keys, in order; output ``scores``) to one file.
+
+    The TorchScript exporter first (``dynamo=False`` still exists in torch 2.13 and needs no extra
+    package); the dynamo exporter when it is gone or fails, its weights folded back into the one file.
+    Returns which exporter wrote it.
+    """
+    try:
+        _export_torchscript(wrapped, example, path, dynamic_axes)
+        return "torchscript"
+    except Exception:  # noqa: BLE001 - the legacy exporter may be gone or fail; dynamo is the fallback
+        _remove_side_files(path)
+        _export_dynamo(wrapped, example, path, dynamic_axes)
+        return "dynamo"
+
+
+def _export_torchscript(wrapped: nn.Module, example: tuple[torch.Tensor, ...], path: pathlib.Path,
+                        dynamic_axes: dict[str, dict[int, str]]) -> None:
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice and tracer warnings
         torch.onnx.export(
-            wrapped, (example,), str(path), dynamo=False, opset_version=OPSET,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            wrapped, example, str(path), dynamo=False, opset_version=OPSET,
+            input_names=list(dynamic_axes), output_names=[OUTPUT_NAME],
+            dynamic_axes={**dynamic_axes, OUTPUT_NAME: {0: "batch"}},
         )
 
 
-def _export_dynamo(wrapped: nn.Module, example: torch.Tensor, path: pathlib.Path) -> None:
-    batch = torch.export.Dim("batch", min=1)
+def _export_dynamo(wrapped: nn.Module, example: tuple[torch.Tensor, ...], path: pathlib.Path,
+                   dynamic_axes: dict[str, dict[int, str]]) -> None:
+    dims: dict[str, torch.export.Dim] = {}
+    shapes = {name: {axis: dims.setdefault(label, torch.export.Dim(label, min=1)) for axis, label in axes.items()}
+              for name, axes in dynamic_axes.items()}
     with torch.no_grad():
         program = torch.onnx.export(
-            wrapped, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME], dynamic_shapes={"pixels": {0: batch}}, external_data=False,
-            verbose=False,
+            wrapped, example, dynamo=True, opset_version=OPSET, input_names=list(dynamic_axes),
+            output_names=[OUTPUT_NAME], dynamic_shapes=shapes, external_data=False, verbose=False,
         )
     program.save(str(path), external_data=False)
     # Belt and braces: fold any external tensors back into the one file.
@@ -90,16 +104,17 @@ def _remove_side_files(path: pathlib.Path) -> None:
             side.unlink()
 
 
-def _check_graph(path: pathlib.Path, spec: ImagePreprocessing, num_classes: int) -> None:
+def check_single_file(path: pathlib.Path, inputs: dict[str, int], num_classes: int) -> None:
+    """The file is valid ONNX with no external weights, these inputs (name: element type) and scores [batch, C]."""
     proto = onnx.load(str(path), load_external_data=False)
-    onnx.checker.check_model(proto, full_check=True)
+    onnx.checker.check_model(str(path), full_check=True)  # by path: files over 2 GB are checked too
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
         raise TrainingError(f"the exported ONNX model {path.name} refers to external weight files")
-    inputs = [i.name for i in proto.graph.input]
+    found = {i.name: i.type.tensor_type.elem_type for i in proto.graph.input}
     outputs = [o.name for o in proto.graph.output]
-    if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
-        raise TrainingError(f"the exported ONNX model has inputs {inputs} and outputs {outputs}, "
-                            f"expected [{INPUT_NAME!r}] and [{OUTPUT_NAME!r}]")
+    if found != inputs or outputs != [OUTPUT_NAME]:
+        raise TrainingError(f"the exported ONNX model has inputs {sorted(found)} and outputs {outputs}, "
+                            f"expected {sorted(inputs)} and [{OUTPUT_NAME!r}]")
     dims = [d.dim_param or d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]
     if len(dims) != 2 or dims[1] != num_classes:
         raise TrainingError(f"the exported ONNX model outputs shape {dims}, expected [batch, {num_classes}]")

@@ -12,14 +12,10 @@ names only, regular files only, and never takes a path from the archive.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import pathlib
-import tarfile
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,10 +25,9 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from services.common.bundle import DESCRIPTION_NAME, FORMAT_VERSION, MAX_SAMPLE_INPUTS, MODEL_NAME, BundleError
-from services.common.errors import TrainingError
+from services.common.bundle import FORMAT_VERSION, MAX_SAMPLE_INPUTS, BundleError, read_bundle, write_bundle
 from services.common.text_preprocessing import TOKENIZER_FILE, TextPreprocessing
-from services.model.export import PARITY_TOLERANCE, ParityError
+from services.model.export import PARITY_TOLERANCE, ParityError, check_single_file, export_single_file
 
 __all__ = [
     "OPSET", "INPUT_NAMES", "OUTPUT_NAME", "TASK_TYPE", "PARITY_TOLERANCE", "ParityError", "export_text_onnx",
@@ -71,63 +66,10 @@ def export_text_onnx(model: nn.Module, spec: TextPreprocessing, path: PathLike, 
     """Write ``model`` (logits) as a softmax-scoring ONNX file at ``path``; return the exporter used."""
     path = pathlib.Path(path)
     wrapped = _WithSoftmax(model.to("cpu")).eval()
-    example = _example(spec)
-    try:
-        _export_torchscript(wrapped, example, path)
-        exporter = "torchscript"
-    except Exception:  # noqa: BLE001 - the legacy exporter may be gone or fail; dynamo is the fallback
-        _remove_side_files(path)
-        _export_dynamo(wrapped, example, path)
-        exporter = "dynamo"
-    _check_graph(path, num_classes)
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    exporter = export_single_file(wrapped, _example(spec), path, axes)
+    check_single_file(path, dict.fromkeys(INPUT_NAMES, onnx.TensorProto.INT64), num_classes)
     return exporter
-
-
-def _export_torchscript(wrapped: nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: pathlib.Path) -> None:
-    axes = {0: "batch", 1: "sequence"}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice and tracer warnings
-        torch.onnx.export(
-            wrapped, example, str(path), dynamo=False, opset_version=OPSET,
-            input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAMES[0]: axes, INPUT_NAMES[1]: axes, OUTPUT_NAME: {0: "batch"}},
-        )
-
-
-def _export_dynamo(wrapped: nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: pathlib.Path) -> None:
-    batch, sequence = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=1)
-    shapes = {name: {0: batch, 1: sequence} for name in INPUT_NAMES}
-    with torch.no_grad():
-        program = torch.onnx.export(
-            wrapped, example, dynamo=True, opset_version=OPSET, input_names=list(INPUT_NAMES),
-            output_names=[OUTPUT_NAME], dynamic_shapes=shapes, external_data=False, verbose=False,
-        )
-    program.save(str(path), external_data=False)
-    proto = onnx.load(str(path), load_external_data=True)
-    onnx.save_model(proto, str(path), save_as_external_data=False)
-    _remove_side_files(path)
-
-
-def _remove_side_files(path: pathlib.Path) -> None:
-    for side in path.parent.glob(path.name + ".data*"):
-        with contextlib.suppress(OSError):
-            side.unlink()
-
-
-def _check_graph(path: pathlib.Path, num_classes: int) -> None:
-    proto = onnx.load(str(path), load_external_data=False)
-    onnx.checker.check_model(str(path), full_check=True)  # by path: files over 2 GB are checked too
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
-        raise TrainingError(f"the exported ONNX model {path.name} refers to external weight files")
-    inputs = [(i.name, i.type.tensor_type.elem_type) for i in proto.graph.input]
-    expected = [(name, onnx.TensorProto.INT64) for name in INPUT_NAMES]
-    outputs = [o.name for o in proto.graph.output]
-    if inputs != expected or outputs != [OUTPUT_NAME]:
-        raise TrainingError(f"the exported text model has inputs {inputs} and outputs {outputs}, "
-                            f"expected int64 {list(INPUT_NAMES)} and [{OUTPUT_NAME!r}]")
-    dims = [d.dim_param or d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]
-    if len(dims) != 2 or dims[1] != num_classes:
-        raise TrainingError(f"the exported text model outputs shape {dims}, expected [batch, {num_classes}]")
 
 
 def onnx_opset(path: PathLike) -> int:
@@ -211,13 +153,6 @@ def build_text_bundle_dict(classes: Sequence[str], spec: TextPreprocessing, cand
     }
 
 
-def _member(name: str, size: int) -> tarfile.TarInfo:
-    # The image bundle's fixed metadata: the same content gives the same bytes (content-hashed keys).
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = size, 0o644, 0
-    return info
-
-
 def _tokenizer_expected(bundle: Mapping[str, Any]) -> bool:
     spec = bundle.get("text_preprocessing") or {}
     return isinstance(spec, Mapping) and spec.get("kind") == "tokenizer"
@@ -228,51 +163,20 @@ def build_text_bundle(tar_path: PathLike, onnx_path: PathLike, bundle: Mapping[s
     """Write the uncompressed tar: model.onnx, bundle.json and (tokenizer models) tokenizer.json."""
     if _tokenizer_expected(bundle) != (tokenizer_path is not None):
         raise ValueError("a tokenizer model's bundle needs its tokenizer.json, and only such a bundle has one")
-    members = [(MODEL_NAME, pathlib.Path(onnx_path).read_bytes()),
-               (DESCRIPTION_NAME, json.dumps(bundle, indent=2, sort_keys=True).encode())]
-    if tokenizer_path is not None:
-        members.append((TOKENIZER_FILE, pathlib.Path(tokenizer_path).read_bytes()))
-    with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in members:
-            tar.addfile(_member(name, len(data)), io.BytesIO(data))
+    write_bundle(tar_path, onnx_path, bundle, {TOKENIZER_FILE: tokenizer_path} if tokenizer_path is not None else None)
 
 
 def read_text_bundle(tar_path: PathLike, dest_dir: PathLike) -> tuple[pathlib.Path, dict[str, Any], pathlib.Path | None]:
     """Extract a text bundle into ``dest_dir``: the model's path, the parsed bundle.json, the tokenizer's path."""
-    dest = pathlib.Path(dest_dir)
-    dest.mkdir(parents=True, exist_ok=True)
-    allowed = {MODEL_NAME, DESCRIPTION_NAME, TOKENIZER_FILE}
-    found: dict[str, bytes] = {}
-    try:
-        with tarfile.open(tar_path, "r:") as tar:
-            for member in tar.getmembers():
-                if member.name not in allowed or not member.isreg() or member.name in found:
-                    raise BundleError(f"the text model bundle holds an unexpected member {member.name!r}; a text "
-                                      f"bundle holds only {MODEL_NAME}, {DESCRIPTION_NAME} and {TOKENIZER_FILE}")
-                handle = tar.extractfile(member)
-                assert handle is not None  # a regular file always has content
-                found[member.name] = handle.read()
-    except tarfile.TarError as exc:
-        raise BundleError(f"the text model bundle is not a readable tar archive: {exc}") from exc
-    missing = sorted({MODEL_NAME, DESCRIPTION_NAME} - set(found))
-    if missing:
-        raise BundleError(f"the text model bundle lacks {', '.join(missing)}")
-    try:
-        description = json.loads(found[DESCRIPTION_NAME])
-    except ValueError as exc:
-        raise BundleError(f"the text model bundle's {DESCRIPTION_NAME} is not JSON: {exc}") from exc
-    if not isinstance(description, dict) or description.get("format_version") != FORMAT_VERSION:
-        raise BundleError(f"the text model bundle's format_version is not {FORMAT_VERSION}")
+    model_path, description = read_bundle(tar_path, dest_dir)
+    tokenizer = model_path.parent / TOKENIZER_FILE
     if description.get("task_type") != TASK_TYPE:
         raise BundleError(f"the bundle's task_type is {description.get('task_type')!r}, not {TASK_TYPE!r}")
     try:
         TextPreprocessing.from_dict(description.get("text_preprocessing") or {})
     except (ValueError, TypeError, KeyError) as exc:
         raise BundleError(f"the text model bundle's text_preprocessing is not usable: {exc}") from exc
-    if _tokenizer_expected(description) != (TOKENIZER_FILE in found):
+    if _tokenizer_expected(description) != tokenizer.exists():
         raise BundleError(f"the text model bundle's {TOKENIZER_FILE} is missing or does not belong to its "
                           "text_preprocessing")
-    for name, data in found.items():
-        (dest / name).write_bytes(data)
-    tokenizer = dest / TOKENIZER_FILE if TOKENIZER_FILE in found else None
-    return dest / MODEL_NAME, description, tokenizer
+    return model_path, description, tokenizer if tokenizer.exists() else None
