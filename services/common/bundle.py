@@ -30,21 +30,29 @@ class BundleError(InvalidArgument):
     """A tar that is not a model bundle (missing, unexpected or unsafe members)."""
 
 
-def build_bundle_dict(task_type: str, classes: Sequence[str], spec: ImagePreprocessing, candidate: str,
-                      metrics: Mapping[str, float], sample_inputs: Sequence[bytes],
-                      opset: int) -> dict[str, Any]:
-    """bundle.json's content; sample inputs (at most 8) are base64 of the encoded images."""
+def describe_bundle(task_type: str, classes: Sequence[str], candidate: str, metrics: Mapping[str, float],
+                    opset: int, sample_inputs: Sequence[Any], **fields: Any) -> dict[str, Any]:
+    """bundle.json's content, the same for every task: the task's own fields (preprocessing,
+    features, ...) come as keyword arguments; sample inputs must already be JSON-ready (at most 8 kept)."""
     return {
         "format_version": FORMAT_VERSION,
         "task_type": task_type,
         "classes": list(classes),
-        "preprocessing": json.loads(spec.to_json()),
         "candidate": candidate,
         "metrics": {k: float(v) for k, v in metrics.items()},
         "onnx_opset": int(opset),
-        "sample_inputs": [base64.b64encode(data).decode("ascii")
-                          for data in list(sample_inputs)[:MAX_SAMPLE_INPUTS]],
+        "sample_inputs": list(sample_inputs)[:MAX_SAMPLE_INPUTS],
+        **fields,
     }
+
+
+def build_bundle_dict(task_type: str, classes: Sequence[str], spec: ImagePreprocessing, candidate: str,
+                      metrics: Mapping[str, float], sample_inputs: Sequence[bytes],
+                      opset: int) -> dict[str, Any]:
+    """An image model's bundle.json; sample inputs (at most 8) are base64 of the encoded images."""
+    samples = [base64.b64encode(data).decode("ascii") for data in list(sample_inputs)[:MAX_SAMPLE_INPUTS]]
+    return describe_bundle(task_type, classes, candidate, metrics, opset, samples,
+                           preprocessing=json.loads(spec.to_json()))
 
 
 def _member(name: str, size: int) -> tarfile.TarInfo:

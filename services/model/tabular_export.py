@@ -26,7 +26,7 @@ from skl2onnx.common import tree_ensemble
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 from sklearn.pipeline import Pipeline
 
-from services.common.bundle import FORMAT_VERSION, MAX_SAMPLE_INPUTS, write_bundle
+from services.common.bundle import MAX_SAMPLE_INPUTS, describe_bundle, write_bundle
 from services.common.errors import DataError, TrainingError
 from services.common.table_dataset import TableSpec, canonical_table_frame, json_safe_rows, table_feeds
 from services.model.export import ParityError
@@ -221,16 +221,9 @@ def build_table_bundle_dict(spec: TableSpec, candidate: str, metrics: Mapping[st
                             opset: int) -> dict[str, Any]:
     """bundle.json for a table model (docs/formats.md); at most 8 sample rows, None for missing."""
     frame = canonical_table_frame(sample_rows, spec)
-    return {
-        "format_version": FORMAT_VERSION,
-        "task_type": spec.task_type,
-        "features": [{"name": f.name, "kind": f.kind} for f in spec.features],
-        "classes": list(spec.classes),
-        "candidate": candidate,
-        "metrics": {k: float(v) for k, v in metrics.items()},
-        "onnx_opset": int(opset),
-        "sample_inputs": json_safe_rows(frame, spec, limit=MAX_SAMPLE_INPUTS),
-    }
+    return describe_bundle(spec.task_type, spec.classes, candidate, metrics, opset,
+                           json_safe_rows(frame, spec, limit=MAX_SAMPLE_INPUTS),
+                           features=[{"name": f.name, "kind": f.kind} for f in spec.features])
 
 
 def write_table_bundle(tar_path: PathLike, onnx_path: PathLike, bundle: Mapping[str, Any]) -> None:

@@ -25,7 +25,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from services.common.bundle import FORMAT_VERSION, MAX_SAMPLE_INPUTS, BundleError, read_bundle, write_bundle
+from services.common.bundle import BundleError, describe_bundle, read_bundle, write_bundle
 from services.common.text_preprocessing import TOKENIZER_FILE, TextPreprocessing
 from services.model.export import PARITY_TOLERANCE, ParityError, check_single_file, export_single_file
 
@@ -141,16 +141,8 @@ def measure_text_latency_ms(onnx_path: PathLike, feeds_single: Mapping[str, np.n
 def build_text_bundle_dict(classes: Sequence[str], spec: TextPreprocessing, candidate: str,
                            metrics: Mapping[str, float], sample_inputs: Sequence[str], opset: int) -> dict[str, Any]:
     """bundle.json for a text model (docs/formats.md); at most 8 raw sample texts."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "task_type": TASK_TYPE,
-        "classes": list(classes),
-        "text_preprocessing": json.loads(spec.to_json()),
-        "candidate": candidate,
-        "metrics": {k: float(v) for k, v in metrics.items()},
-        "onnx_opset": int(opset),
-        "sample_inputs": [str(t) for t in list(sample_inputs)[:MAX_SAMPLE_INPUTS]],
-    }
+    return describe_bundle(TASK_TYPE, classes, candidate, metrics, opset, [str(t) for t in sample_inputs],
+                           text_preprocessing=json.loads(spec.to_json()))
 
 
 def _tokenizer_expected(bundle: Mapping[str, Any]) -> bool:
