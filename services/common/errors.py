@@ -68,6 +68,23 @@ class DataError(TrainerAgentError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class NeedsInput(TrainerAgentError):
+    """The data leaves a choice open that only the user can make (which column is the label).
+
+    Not a failure: the job waits in NEEDS_INPUT with ``questions`` (dicts with ``id``, ``text`` and
+    optional ``choices``), and a reply by question id lets it go on. Question ids the Task agent
+    applies: ``label_column``, ``text_column``, ``task_type``.
+    """
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+    def __init__(self, message: str, questions: list[dict]) -> None:
+        super().__init__(message)
+        if not questions:
+            raise ValueError("NeedsInput needs at least one question")
+        self.questions = questions
+
+
 class TrainingError(TrainerAgentError):
     """Training could not produce a model (every trial failed)."""
 

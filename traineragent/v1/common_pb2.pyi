@@ -680,6 +680,9 @@ class DataReport(_message.Message):
     IMAGE_PROFILE_FIELD_NUMBER: _builtins.int
     PREPROCESSING_JSON_FIELD_NUMBER: _builtins.int
     SECONDS_FIELD_NUMBER: _builtins.int
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    LABEL_COLUMN_FIELD_NUMBER: _builtins.int
+    INPUT_COLUMNS_FIELD_NUMBER: _builtins.int
     dataset_artifact: _builtins.str
     """The dataset artifact (content hash key in the artifact store)."""
     format: _builtins.str
@@ -694,6 +697,10 @@ class DataReport(_message.Message):
     """The preprocessing chosen for the model, as JSON (see services/common/preprocessing.py)."""
     seconds: _builtins.float
     """Seconds the stage took."""
+    task_type: Global___TaskType.ValueType
+    """The task the data was prepared for (the request's, or read from the data when it left it open)."""
+    label_column: _builtins.str
+    """The column predicted (text and table datasets), as the user's file names it."""
     @_builtins.property
     def classes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Class names in the order the model uses."""
@@ -714,6 +721,10 @@ class DataReport(_message.Message):
     def image_profile(self) -> Global___ImageProfile:
         """The image profile, for image datasets."""
 
+    @_builtins.property
+    def input_columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The columns learnt from (text: the one text column; tables: every feature kept)."""
+
     def __init__(
         self,
         *,
@@ -729,10 +740,13 @@ class DataReport(_message.Message):
         image_profile: Global___ImageProfile | None = ...,
         preprocessing_json: _builtins.str = ...,
         seconds: _builtins.float = ...,
+        task_type: Global___TaskType.ValueType = ...,
+        label_column: _builtins.str = ...,
+        input_columns: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image_profile", b"image_profile", "split_sizes", b"split_sizes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["class_counts", b"class_counts", "classes", b"classes", "dataset_artifact", b"dataset_artifact", "format", b"format", "image_profile", b"image_profile", "num_dropped", b"num_dropped", "num_duplicates", b"num_duplicates", "num_examples", b"num_examples", "preprocessing_json", b"preprocessing_json", "seconds", b"seconds", "split_sizes", b"split_sizes", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["class_counts", b"class_counts", "classes", b"classes", "dataset_artifact", b"dataset_artifact", "format", b"format", "image_profile", b"image_profile", "input_columns", b"input_columns", "label_column", b"label_column", "num_dropped", b"num_dropped", "num_duplicates", b"num_duplicates", "num_examples", b"num_examples", "preprocessing_json", b"preprocessing_json", "seconds", b"seconds", "split_sizes", b"split_sizes", "task_type", b"task_type", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from traineragent.v1 import common_pb2 as traineragent_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atraineragent/v1/data.proto\x12\x0ftraineragent.v1\x1a\x1ctraineragent/v1/common.proto\"F\n\x16\x43heckDataSourceRequest\x12,\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x1b.traineragent.v1.DatasetRef\".\n\x17\x43heckDataSourceResponse\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\"\x99\x01\n\x15PrepareDatasetRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x14\n\x0coperation_id\x18\x02 \x01(\t\x12,\n\x07\x64\x61taset\x18\x03 \x01(\x0b\x32\x1b.traineragent.v1.DatasetRef\x12,\n\ttask_spec\x18\x04 \x01(\x0b\x32\x19.traineragent.v1.TaskSpec\".\n\x16PrepareDatasetResponse\x12\x14\n\x0coperation_id\x18\x01 \x01(\t2\xd6\x01\n\x0b\x44\x61taService\x12\x64\n\x0f\x43heckDataSource\x12\'.traineragent.v1.CheckDataSourceRequest\x1a(.traineragent.v1.CheckDataSourceResponse\x12\x61\n\x0ePrepareDataset\x12&.traineragent.v1.PrepareDatasetRequest\x1a\'.traineragent.v1.PrepareDatasetResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atraineragent/v1/data.proto\x12\x0ftraineragent.v1\x1a\x1ctraineragent/v1/common.proto\"F\n\x16\x43heckDataSourceRequest\x12,\n\x07\x64\x61taset\x18\x01 \x01(\x0b\x32\x1b.traineragent.v1.DatasetRef\".\n\x17\x43heckDataSourceResponse\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\"\xaa\x01\n\x15PrepareDatasetRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x14\n\x0coperation_id\x18\x02 \x01(\t\x12,\n\x07\x64\x61taset\x18\x03 \x01(\x0b\x32\x1b.traineragent.v1.DatasetRef\x12,\n\ttask_spec\x18\x04 \x01(\x0b\x32\x19.traineragent.v1.TaskSpec\x12\x0f\n\x07request\x18\x05 \x01(\t\".\n\x16PrepareDatasetResponse\x12\x14\n\x0coperation_id\x18\x01 \x01(\t2\xd6\x01\n\x0b\x44\x61taService\x12\x64\n\x0f\x43heckDataSource\x12\'.traineragent.v1.CheckDataSourceRequest\x1a(.traineragent.v1.CheckDataSourceResponse\x12\x61\n\x0ePrepareDataset\x12&.traineragent.v1.PrepareDatasetRequest\x1a\'.traineragent.v1.PrepareDatasetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,9 +37,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKDATASOURCERESPONSE']._serialized_start=149
   _globals['_CHECKDATASOURCERESPONSE']._serialized_end=195
   _globals['_PREPAREDATASETREQUEST']._serialized_start=198
-  _globals['_PREPAREDATASETREQUEST']._serialized_end=351
-  _globals['_PREPAREDATASETRESPONSE']._serialized_start=353
-  _globals['_PREPAREDATASETRESPONSE']._serialized_end=399
-  _globals['_DATASERVICE']._serialized_start=402
-  _globals['_DATASERVICE']._serialized_end=616
+  _globals['_PREPAREDATASETREQUEST']._serialized_end=368
+  _globals['_PREPAREDATASETRESPONSE']._serialized_start=370
+  _globals['_PREPAREDATASETRESPONSE']._serialized_end=416
+  _globals['_DATASERVICE']._serialized_start=419
+  _globals['_DATASERVICE']._serialized_end=633
 # @@protoc_insertion_point(module_scope)

@@ -73,10 +73,13 @@ class PrepareDatasetRequest(_message.Message):
     OPERATION_ID_FIELD_NUMBER: _builtins.int
     DATASET_FIELD_NUMBER: _builtins.int
     TASK_SPEC_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job."""
     operation_id: _builtins.str
     """Echoed in the stage_finished event."""
+    request: _builtins.str
+    """The user's request as written (column names it mentions help find the label column)."""
     @_builtins.property
     def dataset(self) -> _common_pb2.DatasetRef:
         """The dataset."""
@@ -92,10 +95,11 @@ class PrepareDatasetRequest(_message.Message):
         operation_id: _builtins.str = ...,
         dataset: _common_pb2.DatasetRef | None = ...,
         task_spec: _common_pb2.TaskSpec | None = ...,
+        request: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "task_spec", b"task_spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "job_id", b"job_id", "operation_id", b"operation_id", "task_spec", b"task_spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "job_id", b"job_id", "operation_id", b"operation_id", "request", b"request", "task_spec", b"task_spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
