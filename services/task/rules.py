@@ -168,6 +168,7 @@ def _compiled() -> dict:
                     "rules": [rule(p) for p in entry["patterns"]],
                     "unless": [_rx(expand(p)) for p in entry.get("unless", [])],
                     "lookalike_exempt": bool(entry.get("lookalike_exempt")),
+                    "scope": entry.get("scope", "request"),
                 }
             )
         return out
@@ -639,12 +640,12 @@ def review(text: str) -> tuple[int, str] | None:
             continue
         if _any(entry["unless"], norm):
             continue
-        if _matches(entry["rules"], norm):
+        if _matches(entry["rules"], norm, entry["scope"]):
             return common_pb2.REJECT_REASON_UNETHICAL, f"Refused ({_plain(entry['category'])}): {entry['explanation']}."
     for entry in compiled["infeasible"]:
         if _any(entry["unless"], norm):
             continue
-        if _matches(entry["rules"], norm):
+        if _matches(entry["rules"], norm, entry["scope"]):
             return common_pb2.REJECT_REASON_INFEASIBLE, f"Not possible ({_plain(entry['category'])}): {entry['explanation']}."
     return _impossible_numbers(norm)
 
@@ -653,8 +654,23 @@ def _plain(category: str) -> str:
     return category.replace("_", " ")
 
 
-def _matches(rules: list[list[re.Pattern[str]]], text: str) -> bool:
-    return any(all(p.search(text) for p in rule) for rule in rules)
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|[。！？；\n]+")
+
+
+def _sentences(text: str) -> list[str]:
+    """The request cut into sentences, each joined with the next (a concept and its object may straddle a
+    full stop: "Scan their posts. Reject the ones who ...")."""
+    parts = [p for p in _SENTENCE_END.split(text) if p and p.strip()]
+    if len(parts) <= 1:
+        return [text]
+    return [a + " " + b for a, b in zip(parts, parts[1:], strict=False)]
+
+
+def _matches(rules: list[list[re.Pattern[str]]], text: str, scope: str = "request") -> bool:
+    """A rule matches when all its patterns match: anywhere in the request (scope ``request``), or
+    within one window of two consecutive sentences (scope ``sentence``)."""
+    windows = [text] if scope == "request" else _sentences(text)
+    return any(all(p.search(window) for p in rule) for rule in rules for window in windows)
 
 
 def _impossible_numbers(norm: str) -> tuple[int, str] | None:
