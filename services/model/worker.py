@@ -9,7 +9,6 @@ A trial that fails is reported as such and acknowledged (retrying would fail the
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import pathlib
 import socket
@@ -18,22 +17,19 @@ import time
 
 import nats
 
-from services.common import bundle
 from services.common.artifacts import ArtifactStore, NatsArtifactStore
 from services.common.bus import TERMINAL_STATES, Bus
 from services.common.config import Settings
 from services.common.errors import NotFound, TrainerAgentError
-from services.common.jsonfmt import enum_to_json
 from services.common.logging import configure_logging, get_logger
-from services.common.preprocessing import preprocess_images
-from services.model import export, training
+from services.model import training, trials
 from traineragent.v1 import common_pb2, model_pb2
 
 log = get_logger(__name__)
 
 HEARTBEAT_S = 10.0
+TABLE_TASKS = (common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION, common_pb2.TASK_TYPE_TABULAR_REGRESSION)
 STATE_POLL_S = 3.0
-PARITY_IMAGES = 32
 
 
 class TrainingWorker:
@@ -87,8 +83,6 @@ class TrainingWorker:
         started_unix = time.time()
         deadline = min(spec.deadline_unix or float("inf"), started_unix + (spec.budget_seconds or float("inf")))
         dataset = await self._dataset(spec.dataset_artifact)
-        splits = await asyncio.to_thread(training.load_image_dataset, dataset)
-        hp = json.loads(spec.hyperparameters_json or "{}")
         await self._event(spec, common_pb2.EVENT_KIND_DECISION,
                           f"{spec.trial_id}: training {spec.candidate} on {self.device} ({self.name})")
 
@@ -104,55 +98,48 @@ class TrainingWorker:
                     continue
                 cancelled = job.state in TERMINAL_STATES
 
-        def on_epoch(report: training.EpochReport) -> None:
-            event = common_pb2.JobEvent(
-                job_id=spec.job_id, state=common_pb2.JOB_STATE_RUNNING, stage=common_pb2.STAGE_TRAIN,
-                kind=common_pb2.EVENT_KIND_EPOCH, operation_id=spec.operation_id, source="worker",
-                trial_id=spec.trial_id, epoch=report.epoch, max_epochs=report.max_epochs,
-                message=(f"{spec.trial_id} epoch {report.epoch}/{report.max_epochs}: loss {report.train_loss:.4f}, "
-                         f"validation accuracy {report.val_accuracy:.4f}"),
-                metrics={"train_loss": report.train_loss, "val_loss": report.val_loss,
-                         "val_accuracy": report.val_accuracy, "seconds": report.seconds},
-            )
+        def publish(event: common_pb2.JobEvent) -> None:
             asyncio.run_coroutine_threadsafe(self.bus.publish_event(event), loop)
 
+        def on_epoch(report: training.EpochReport) -> None:
+            publish(self._progress_event(
+                spec, report.epoch, report.max_epochs,
+                f"{spec.trial_id} epoch {report.epoch}/{report.max_epochs}: loss {report.train_loss:.4f}, "
+                f"validation accuracy {report.val_accuracy:.4f}",
+                {"train_loss": report.train_loss, "val_loss": report.val_loss,
+                 "val_accuracy": report.val_accuracy, "seconds": report.seconds}))
+
+        settings_done = 0
+
+        def on_setting(setting) -> None:  # noqa: ANN001 - a tabular.TableTrial
+            nonlocal settings_done
+            settings_done += 1
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(setting.validation_metrics.items()))
+            publish(self._progress_event(
+                spec, settings_done, 0, f"{spec.trial_id} setting {settings_done}: validation {shown}",
+                {**{f"val_{k}": float(v) for k, v in setting.validation_metrics.items()},
+                 "seconds": setting.seconds}))
+
+        hooks = trials.TrialHooks(on_epoch=on_epoch, on_setting=on_setting, should_stop=lambda: cancelled)
         watcher = asyncio.create_task(watch_job())
         try:
-            outcome = await asyncio.to_thread(
-                training.train_image_classifier, splits, spec.candidate, hp,
-                max_epochs=spec.max_epochs or self.settings.max_epochs, deadline_unix=deadline,
-                on_epoch=on_epoch, should_stop=lambda: cancelled, device=self.device, seed=int(hp.get("seed", 0)),
-            )
+            with tempfile.TemporaryDirectory(dir=self._scratch()) as tmp:
+                out = pathlib.Path(tmp)
+                result = await asyncio.to_thread(
+                    trials.run_trial, spec, dataset, out, device=self.device, worker=self.name,
+                    default_max_epochs=self.settings.max_epochs, deadline_unix=deadline, hooks=hooks)
+                result.onnx_artifact = await self.store.put_file(out / "model.onnx")
+                result.bundle_artifact = await self.store.put_file(out / "bundle.tar")
         finally:
             watcher.cancel()
-        with tempfile.TemporaryDirectory(dir=self._scratch()) as tmp:
-            result = await asyncio.to_thread(self._export, spec, splits, outcome, pathlib.Path(tmp))
-            tar_path = pathlib.Path(tmp) / "bundle.tar"
-            result.onnx_artifact = await self.store.put_file(pathlib.Path(tmp) / "model.onnx")
-            result.bundle_artifact = await self.store.put_file(tar_path)
         return result
 
-    def _export(self, spec: model_pb2.TrialSpec, splits: training.ImageSplits, outcome: training.TrainOutcome,
-                tmp: pathlib.Path) -> common_pb2.TrialResult:
-        onnx_path = tmp / "model.onnx"
-        export.export_onnx(outcome.model, splits.spec, onnx_path, len(splits.classes))
-        sample = preprocess_images(splits.test_images[:PARITY_IMAGES], splits.spec)
-        parity = export.check_parity(outcome.model, onnx_path, sample)
-        latency = export.measure_onnx_latency_ms(onnx_path, sample[:1])
-        task = enum_to_json(common_pb2.TaskType.DESCRIPTOR, spec.task_type) or "image_classification"
-        description = bundle.build_bundle_dict(
-            task, splits.classes, splits.spec, spec.candidate, outcome.test_metrics,
-            list(splits.test_images[:8]), opset=export.OPSET,
-        )
-        bundle.write_bundle(tmp / "bundle.tar", onnx_path, description)
-        return common_pb2.TrialResult(
-            trial_id=spec.trial_id, candidate=spec.candidate, hyperparameters_json=spec.hyperparameters_json,
-            validation_metrics=outcome.validation_metrics, test_metrics=outcome.test_metrics,
-            epochs=outcome.epochs, best_epoch=outcome.best_epoch, train_seconds=round(outcome.train_seconds, 3),
-            device=outcome.device, num_parameters=outcome.num_parameters,
-            model_size_mb=round(onnx_path.stat().st_size / 1e6, 4), parity_max_abs_diff=parity,
-            worker=self.name, stop_reason=outcome.stop_reason, onnx_latency_ms=round(latency, 4),
-        )
+    def _progress_event(self, spec: model_pb2.TrialSpec, epoch: int, max_epochs: int, message: str,
+                        metrics: dict[str, float]) -> common_pb2.JobEvent:
+        return common_pb2.JobEvent(
+            job_id=spec.job_id, state=common_pb2.JOB_STATE_RUNNING, stage=common_pb2.STAGE_TRAIN,
+            kind=common_pb2.EVENT_KIND_EPOCH, operation_id=spec.operation_id, source="worker",
+            trial_id=spec.trial_id, epoch=epoch, max_epochs=max_epochs, message=message, metrics=metrics)
 
     async def _dataset(self, key: str) -> pathlib.Path:
         path = self.cache / f"{key}.parquet"
@@ -171,7 +158,8 @@ class TrainingWorker:
             message = f"{spec.trial_id} failed: {result.error}"
         else:
             message = (f"{spec.trial_id} finished: validation {metric} "
-                       f"{result.validation_metrics.get(metric, 0.0):.4f} after {result.epochs} epochs "
+                       f"{result.validation_metrics.get(metric, 0.0):.4f} after {result.epochs} "
+                       f"{'settings' if spec.task_type in TABLE_TASKS else 'epochs'} "
                        f"({result.stop_reason}, {result.train_seconds:.1f}s on {result.device})")
         event = common_pb2.JobEvent(job_id=spec.job_id, state=common_pb2.JOB_STATE_RUNNING,
                                     stage=common_pb2.STAGE_TRAIN, kind=common_pb2.EVENT_KIND_TRIAL_FINISHED,

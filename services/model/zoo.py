@@ -33,6 +33,13 @@ class Candidate:
     relative_cost: float
     size_class: str
     default_hyperparameters: dict[str, Any]
+    # What the Model agent plans with before anything is trained (measured on a 2-core CPU host; see
+    # zoo.yaml): the endpoint's p95 for one request, training milliseconds per example per epoch,
+    # the exported model's size, and the fewest training examples the family learns well from.
+    endpoint_p95_ms: float = 0.0
+    train_ms_per_example: float = 0.0
+    size_mb: float = 0.0
+    min_train_examples: int = 0
 
 
 @functools.cache
@@ -49,6 +56,10 @@ def _catalogue(path: pathlib.Path) -> tuple[Candidate, ...]:
                 relative_cost=float(entry["relative_cost"]),
                 size_class=str(entry.get("size_class", "")),
                 default_hyperparameters=dict(entry.get("hyperparameters") or {}),
+                endpoint_p95_ms=float(entry.get("endpoint_p95_ms", 0.0)),
+                train_ms_per_example=float(entry.get("train_ms_per_example", 0.0)),
+                size_mb=float(entry.get("size_mb", 0.0)),
+                min_train_examples=int(entry.get("min_train_examples", 0)),
             ))
         except KeyError as exc:
             raise ValueError(f"{path}: candidate {entry.get('name', '?')!r} lacks {exc}") from exc

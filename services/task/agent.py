@@ -35,7 +35,14 @@ log = get_logger(__name__)
 
 MAX_REQUEST_CHARS = 10_000
 DEPLOYMENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-SUPPORTED_TASKS = {common_pb2.TASK_TYPE_IMAGE_CLASSIFICATION}
+SUPPORTED_TASKS = {
+    common_pb2.TASK_TYPE_IMAGE_CLASSIFICATION,
+    common_pb2.TASK_TYPE_TEXT_CLASSIFICATION,
+    common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION,
+    common_pb2.TASK_TYPE_TABULAR_REGRESSION,
+}
+# Answers by question id that settle a field of the TaskSpec (the Data agent asks these).
+_COLUMN_ANSWERS = ("label_column", "text_column")
 DATA_TIMEOUT_S = 30 * 60
 DEPLOY_TIMEOUT_S = 10 * 60
 # Time the Model agent may take beyond the budget (export, stragglers) before the job gives up on it.
@@ -214,6 +221,8 @@ class TaskAgent:
                 return
         if not job.data_report.dataset_artifact:
             job = await self._prepare_data(job)
+            if job.state != common_pb2.JOB_STATE_RUNNING:
+                return
         if not job.model_report.bundle_artifact or job.training_round > job.model_report.rounds:
             job = await self._train(job)
         if not job.deployment.endpoint:
@@ -221,7 +230,7 @@ class TaskAgent:
         results = evaluate_targets(job.task_spec, job.model_report, job.deployment)
         met = all(r.met for r in results)
         missed = [r.note for r in results if not r.met]
-        summary = "all targets met" if met else "targets missed: " + "; ".join(missed)
+        summary = "all targets met" if met else "targets missed: " + "; ".join(missed) + _what_was_tried(job)
 
         def finish(j: common_pb2.Job) -> None:
             del j.target_results[:]
@@ -236,8 +245,10 @@ class TaskAgent:
         started = time.monotonic()
         await self._set_stage(job.job_id, common_pb2.STAGE_REVIEW, "reading the request")
         text = job.request
-        if job.answers:
-            text += "\n" + "\n".join(f"{v}" for v in job.answers.values())
+        # Column names answered to the Data agent are not part of the request's meaning.
+        free_answers = [v for k, v in job.answers.items() if k not in _COLUMN_ANSWERS]
+        if free_answers:
+            text += "\n" + "\n".join(free_answers)
         spec = await asyncio.to_thread(brain.read_request, text, self.settings)
         _apply_answers(spec, job.answers)
         if spec.HasField("fallback_reason"):
@@ -249,10 +260,8 @@ class TaskAgent:
                           kind=common_pb2.EVENT_KIND_DECISION, message=f"{decision}: {spec.explanation}")
         if spec.decision == common_pb2.DECISION_ACCEPT and spec.task_type not in SUPPORTED_TASKS:
             task = enum_to_json(common_pb2.TaskType.DESCRIPTOR, spec.task_type)
-            raise StageFailed(
-                f"{task} is not supported by this version yet (image_classification is); "
-                "send an image folder with one sub-folder per class"
-            )
+            supported = ", ".join(sorted(enum_to_json(common_pb2.TaskType.DESCRIPTOR, t) for t in SUPPORTED_TASKS))
+            raise StageFailed(f"{task} is not supported by this version yet (supported: {supported})")
 
         def record(j: common_pb2.Job) -> None:
             j.task_spec.CopyFrom(spec)
@@ -281,9 +290,23 @@ class TaskAgent:
         if op.started:
             await self._call(self.clients.data.PrepareDataset(
                 data_pb2.PrepareDatasetRequest(job_id=job.job_id, operation_id=op.id, dataset=job.dataset,
-                                               task_spec=job.task_spec),
+                                               task_spec=job.task_spec, request=job.request),
                 timeout=self.settings.rpc_timeout_s))
         event = await self._await_stage(job.job_id, op.id, common_pb2.STAGE_DATA, DATA_TIMEOUT_S)
+        if event.questions and not event.data_report.dataset_artifact:
+            # The data leaves a choice to the user (which column is the label): wait for the reply.
+            def ask(j: common_pb2.Job) -> None:
+                j.state = common_pb2.JOB_STATE_NEEDS_INPUT
+                j.stage = common_pb2.STAGE_UNSPECIFIED
+                j.operation_id = ""
+                del j.questions[:]
+                j.questions.extend(event.questions)
+
+            job = await self._update(job.job_id, ask)
+            await self._event(job.job_id, job.state, stage=common_pb2.STAGE_DATA,
+                              kind=common_pb2.EVENT_KIND_STATE_CHANGED, message=event.message,
+                              questions=list(event.questions))
+            return job
 
         def record(j: common_pb2.Job) -> None:
             j.data_report.CopyFrom(event.data_report)
@@ -342,7 +365,8 @@ class TaskAgent:
     async def _deploy(self, job: common_pb2.Job) -> common_pb2.Job:
         op = await self._begin_operation(job, common_pb2.STAGE_DEPLOY)
         if op.started:
-            name = job.options.deployment_name or f"{_SHORT_TASK.get(job.task_spec.task_type, 'model')}-{job.job_id[:8]}"
+            task_type = job.data_report.task_type or job.task_spec.task_type
+            name = job.options.deployment_name or f"{_SHORT_TASK.get(task_type, 'model')}-{job.job_id[:8]}"
             request = server_pb2.DeployRequest(job_id=job.job_id, operation_id=op.id, name=name,
                                                bundle_artifact=job.model_report.bundle_artifact)
             if job.task_spec.constraints.HasField("max_latency_ms"):
@@ -478,8 +502,27 @@ def _check_request_text(text: str) -> None:
         raise InvalidArgument(f"the request has {len(text)} characters; keep it under {MAX_REQUEST_CHARS}")
 
 
+def _what_was_tried(job: common_pb2.Job) -> str:
+    """For a missed target: the trials the search ran (per round) and the one deployed."""
+    report = job.model_report
+    metric = report.selection_metric or "accuracy"
+    trials = [f"{t.trial_id} {t.candidate} {metric} {t.validation_metrics.get(metric, 0.0):.4f}"
+              for t in report.leaderboard if not t.error]
+    if not trials:
+        return ""
+    rounds = max(1, report.rounds)
+    return (f". Tried in {rounds} round{'s' if rounds > 1 else ''} (validation): {', '.join(trials)}; "
+            f"deployed the best, {report.candidate}")
+
+
 def _apply_answers(spec: common_pb2.TaskSpec, answers: dict[str, str]) -> None:
-    """An explicit answer to the task-type question settles the task type the text left open."""
+    """Explicit answers settle what the text left open: the label and text columns, the task type."""
+    if spec.decision != common_pb2.DECISION_REJECT:
+        if answers.get("label_column", "").strip():
+            spec.label_column = answers["label_column"].strip()
+        if answers.get("text_column", "").strip():
+            del spec.input_columns[:]
+            spec.input_columns.append(answers["text_column"].strip())
     chosen = answers.get("task_type", "").strip()
     if not chosen or spec.decision == common_pb2.DECISION_REJECT:
         return
