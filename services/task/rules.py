@@ -185,6 +185,7 @@ def _compiled() -> dict:
         "regression": [_rx(expand(p)) for p in rules["tabular_regression_cues"]],
         "classification": [_rx(expand(p)) for p in rules["tabular_classification_cues"]],
         "vague": [_rx(expand(p)) for p in rules["vague"]],
+        "task_verbs": [_rx(expand(p)) for p in rules["task_verbs"]],
     }
 
 
@@ -578,6 +579,12 @@ def _task_type(text: str, targets: list[common_pb2.Target]) -> int:
             best, best_score = modality, score
     if best is None and regression_metric and scores.get("tabular", 0) >= 1:
         best = "tabular"
+    if best is None and targets and _CLASSIFY_INTENT.search(text):
+        # it says what to do (classify, detect, 识别) and how well: the strongest modality cue decides
+        positive = [(scores.get(m, 0), -i, m) for i, m in enumerate(("image", "generation", "text", "tabular"))]
+        score, _, modality = max(positive)
+        if score >= 2:
+            best = modality
     if best == "image":
         return common_pb2.TASK_TYPE_IMAGE_CLASSIFICATION
     if best == "generation":
@@ -862,6 +869,9 @@ def read_request(text: str) -> common_pb2.TaskSpec:
         spec.label_column = label_column
     spec.input_columns.extend(input_columns)
     vague = _any(_compiled()["vague"], norm) is not None
+    if tabular and not label_column and not input_columns and not _any(_compiled()["task_verbs"], norm):
+        # a table and nothing said about what to learn from it ("train something on my spreadsheet")
+        vague = True
     if vague or spec.task_type == common_pb2.TASK_TYPE_UNSPECIFIED:
         spec.decision = common_pb2.DECISION_CLARIFY
         spec.explanation = "The request does not say what the model should learn; please answer the questions."
