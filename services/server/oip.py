@@ -1,9 +1,12 @@
 """The Open Inference Protocol v2 servicer: Triton's messages in, our runtimes behind them.
 
 Inputs arrive exactly as stock clients send them: in ``raw_input_contents`` (tritonclient's default;
-BYTES elements each prefixed by a 4-byte little-endian length, FP32 as little-endian raw) or in
-``contents``. Outputs go back in ``raw_output_contents`` like Triton's. This is the latency path:
-nothing here logs per request or parses JSON per request, and the registry is read without a lock.
+BYTES elements each prefixed by a 4-byte little-endian length, numbers as little-endian raw) or in
+``contents``. Outputs go back in ``raw_output_contents`` like Triton's. Image models take ``image``
+(or ``pixels``), text models ``text``, table models one input per feature column; classifiers answer
+``label`` and ``scores`` (and the ``classes`` parameter), regressors ``prediction``. This is the
+latency path: nothing here logs per request or parses JSON per request, and the registry is read
+without a lock.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from inference import grpc_predict_v2_pb2 as pb
 from inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from services.common.errors import INTERNAL_MESSAGE, InvalidArgument, NotFound, TrainerAgentError
 from services.common.logging import get_logger
-from services.server.runtime import ImageBatchError, ModelRuntime
+from services.server.runtime import Decoded, ImageBatchError, Prediction, Runtime
 
 log = get_logger(__name__)
 
@@ -31,8 +34,11 @@ SERVER_VERSION = "0.1.0"
 PLATFORM = "onnxruntime_onnx"
 MODEL_VERSION = "1"
 DEFAULT_MAX_BATCH = 256
-OUTPUT_NAMES = ("label", "scores")
+OUTPUT_NAMES = ("label", "scores")  # a classifier's outputs
 _LENGTH = struct.Struct("<I")
+# Numeric datatypes a non-image input may arrive in: the raw layout and the contents field holding them.
+_NUMERIC = {"FP32": ("<f4", "fp32_contents"), "FP64": ("<f8", "fp64_contents"),
+            "INT32": ("<i4", "int_contents"), "INT64": ("<i8", "int64_contents")}
 
 Response = TypeVar("Response")
 
@@ -41,12 +47,17 @@ Response = TypeVar("Response")
 class _Served:
     """A runtime plus what every response about it repeats, computed once when it is added."""
 
-    runtime: ModelRuntime
-    classes_parameter: pb.InferParameter
+    runtime: Runtime
+    kind: str  # image | text | table
+    classes_parameter: pb.InferParameter | None  # None for a regressor
     encoded_labels: tuple[bytes, ...]  # length-prefixed class names, ready to join
     label_index: dict[str, int]
     metadata: pb.ModelMetadataResponse
-    pixels_shape: tuple[int, int, int]
+    pixels_shape: tuple[int, int, int]  # image models only
+    input_types: dict[str, tuple[str, ...]]  # input name -> datatypes it accepts
+    output_names: tuple[str, ...]
+    expected_inputs: str  # "send ..." for error messages
+    expected_outputs: str
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -61,7 +72,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # --- registry ---------------------------------------------------------------------------------
 
-    def add_model(self, name: str, runtime: ModelRuntime) -> None:
+    def add_model(self, name: str, runtime: Runtime) -> None:
         """Serve ``runtime`` as ``name`` (replacing whatever served that name)."""
         served = _describe(name, runtime)
         with self._lock:
@@ -78,7 +89,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def model_names(self) -> list[str]:
         return sorted(self._models)
 
-    def get_runtime(self, name: str) -> ModelRuntime | None:
+    def get_runtime(self, name: str) -> Runtime | None:
         served = self._models.get(name)
         return served.runtime if served else None
 
@@ -114,18 +125,22 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         served = self._lookup(request.model_name, request.model_version)
-        wanted = _requested_outputs(request)
+        wanted = _requested_outputs(request, served)
+        if served.kind != "image":
+            prediction = served.runtime.infer(_decode_inputs(request, served, self.max_batch))
+            return _response(request, served, wanted, prediction.labels, prediction.scores, prediction)
+        runtime = served.runtime
         tensor, raw = _single_input(request, served)
         if tensor.name == "image":
             images = _bytes_elements(tensor, raw, self.max_batch)
             try:
-                labels, scores = served.runtime.classify_images(images)
+                labels, scores = runtime.classify_images(images)  # type: ignore[attr-defined]
             except ImageBatchError as exc:
                 raise InvalidArgument(f"input 'image' element {exc.index} is not a decodable image "
                                       f"(PNG/JPEG): {exc.detail}") from exc
         else:
             pixels = _fp32_tensor(tensor, raw, served.pixels_shape, self.max_batch)
-            labels, scores = served.runtime.classify_pixels(pixels)
+            labels, scores = runtime.classify_pixels(pixels)  # type: ignore[attr-defined]
         return _response(request, served, wanted, labels, scores)
 
     def _lookup(self, name: str, version: str) -> _Served:
@@ -168,8 +183,61 @@ def _single_input(request: pb.ModelInferRequest,
 
 
 def _expected_inputs(served: _Served) -> str:
-    channels, height, width = served.pixels_shape
-    return f"send 'image' BYTES [N] (encoded PNG/JPEG) or 'pixels' FP32 [N, {channels}, {height}, {width}]"
+    return served.expected_inputs
+
+
+def _decode_inputs(request: pb.ModelInferRequest, served: _Served, max_batch: int) -> dict[str, Decoded]:
+    """Every input of a text or table request by name: BYTES as bytes elements, numbers as arrays [N]."""
+    if not request.inputs:
+        raise InvalidArgument(f"the request has no inputs; {served.expected_inputs}")
+    raw_count = len(request.raw_input_contents)
+    if raw_count and raw_count != len(request.inputs):
+        raise InvalidArgument(f"the request has {len(request.inputs)} inputs but {raw_count} raw_input_contents; "
+                              "send one per input, in the inputs' order")
+    decoded: dict[str, Decoded] = {}
+    counts: dict[str, int] = {}
+    for position, tensor in enumerate(request.inputs):
+        name = tensor.name
+        accepted = served.input_types.get(name)
+        if accepted is None:
+            raise InvalidArgument(f"unknown input {name!r}; {served.expected_inputs}")
+        if name in decoded:
+            raise InvalidArgument(f"input {name!r} appears twice; send each input once")
+        if tensor.datatype not in accepted:
+            others = f" (or {', '.join(accepted[1:])})" if len(accepted) > 1 else ""
+            raise InvalidArgument(f"input {name!r} must have datatype {accepted[0]}{others}, "
+                                  f"got {tensor.datatype!r}")
+        count = _batch_size(tensor, max_batch)
+        shape = list(tensor.shape)
+        if shape not in ([count], [count, 1]):
+            raise InvalidArgument(f"input {name!r} must have shape [N] or [N, 1] (one value per element), "
+                                  f"got {shape}")
+        raw = request.raw_input_contents[position] if raw_count else None
+        if raw is not None and tensor.HasField("contents") and tensor.contents.ByteSize():
+            raise InvalidArgument(f"input {name!r} has both contents and raw_input_contents; send one of them")
+        values: Decoded
+        if tensor.datatype == "BYTES":
+            values = list(tensor.contents.bytes_contents) if raw is None else _split_length_prefixed(raw, name)
+        else:
+            layout, field = _NUMERIC[tensor.datatype]
+            if raw is None:
+                values = np.asarray(getattr(tensor.contents, field), dtype=layout)
+            else:
+                width = np.dtype(layout).itemsize
+                if len(raw) != count * width:
+                    raise InvalidArgument(f"input {name!r} of shape {shape} needs {count * width} raw bytes "
+                                          f"(little-endian {tensor.datatype}), got {len(raw)}")
+                values = np.frombuffer(raw, dtype=layout)
+        if len(values) != count:
+            raise InvalidArgument(f"input {name!r} has shape {shape} but carries {len(values)} elements; "
+                                  "make the shape match the number of values")
+        decoded[name] = values
+        counts[name] = count
+    if len(set(counts.values())) > 1:
+        shown = ", ".join(f"{n!r} has {k}" for n, k in counts.items())
+        raise InvalidArgument(f"the inputs have different lengths ({shown}); send the same number of "
+                              "elements in every input")
+    return decoded
 
 
 def _batch_size(tensor: pb.ModelInferRequest.InferInputTensor, max_batch: int) -> int:
@@ -200,18 +268,18 @@ def _bytes_elements(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | 
     return elements
 
 
-def _split_length_prefixed(raw: bytes) -> list[bytes]:
+def _split_length_prefixed(raw: bytes, name: str = "image") -> list[bytes]:
     """Triton's raw BYTES layout: per element a 4-byte little-endian length, then the bytes."""
     elements: list[bytes] = []
     view, offset, end = memoryview(raw), 0, len(raw)
     while offset < end:
         if offset + 4 > end:
-            raise InvalidArgument("raw_input_contents for 'image' is malformed: a length prefix is cut short "
+            raise InvalidArgument(f"raw_input_contents for {name!r} is malformed: a length prefix is cut short "
                                   "(each element is a 4-byte little-endian length, then the bytes)")
         (length,) = _LENGTH.unpack_from(view, offset)
         offset += 4
         if offset + length > end:
-            raise InvalidArgument(f"raw_input_contents for 'image' is malformed: element {len(elements)} "
+            raise InvalidArgument(f"raw_input_contents for {name!r} is malformed: element {len(elements)} "
                                   f"claims {length} bytes but only {end - offset} remain")
         elements.append(bytes(view[offset:offset + length]))
         offset += length
@@ -240,53 +308,85 @@ def _fp32_tensor(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | Non
     return values.astype(np.float32, copy=False).reshape(shape)
 
 
-def _requested_outputs(request: pb.ModelInferRequest) -> Sequence[str]:
+def _requested_outputs(request: pb.ModelInferRequest, served: _Served) -> Sequence[str]:
     if not request.outputs:
-        return OUTPUT_NAMES
+        return served.output_names
     names = [o.name for o in request.outputs]
-    unknown = [n for n in names if n not in OUTPUT_NAMES]
+    unknown = [n for n in names if n not in served.output_names]
     if unknown:
-        raise InvalidArgument(f"unknown output {unknown[0]!r}; this model answers 'label' BYTES [N] and "
-                              "'scores' FP32 [N, C]")
+        raise InvalidArgument(f"unknown output {unknown[0]!r}; this model answers {served.expected_outputs}")
     return names
 
 
 # --- response -------------------------------------------------------------------------------------------
 
 
-def _response(request: pb.ModelInferRequest, served: _Served, wanted: Sequence[str], labels: list[str],
-              scores: np.ndarray) -> pb.ModelInferResponse:
+def _response(request: pb.ModelInferRequest, served: _Served, wanted: Sequence[str], labels: list[str] | None,
+              scores: np.ndarray | None, prediction: Prediction | None = None) -> pb.ModelInferResponse:
     response = pb.ModelInferResponse(model_name=request.model_name, model_version=MODEL_VERSION,
                                      id=request.id)
-    response.parameters["classes"].CopyFrom(served.classes_parameter)
-    count = len(labels)
+    if served.classes_parameter is not None:
+        response.parameters["classes"].CopyFrom(served.classes_parameter)
     for name in wanted:
-        if name == "label":
-            response.outputs.add(name="label", datatype="BYTES", shape=[count])
+        if name == "label" and labels is not None:
+            response.outputs.add(name="label", datatype="BYTES", shape=[len(labels)])
             index, encoded = served.label_index, served.encoded_labels
             response.raw_output_contents.append(b"".join(encoded[index[label]] for label in labels))
-        else:
+        elif name == "scores" and scores is not None:
             response.outputs.add(name="scores", datatype="FP32", shape=list(scores.shape))
             response.raw_output_contents.append(scores.astype("<f4", copy=False).tobytes())
+        elif name == "prediction" and prediction is not None and prediction.prediction is not None:
+            values = prediction.prediction
+            response.outputs.add(name="prediction", datatype="FP32", shape=[len(values)])
+            response.raw_output_contents.append(values.astype("<f4", copy=False).tobytes())
     return response
 
 
-def _describe(name: str, runtime: ModelRuntime) -> _Served:
+def _shape_text(shape: Sequence[int]) -> str:
+    return "[" + ", ".join("N" if d < 0 else str(d) for d in shape) + "]"
+
+
+def _tensors_text(tensors: Sequence[pb.ModelMetadataResponse.TensorMetadata]) -> str:
+    return ", ".join(f"{t.name!r} {t.datatype} {_shape_text(t.shape)}" for t in tensors)
+
+
+def _describe(name: str, runtime: Runtime) -> _Served:
     classes = runtime.classes
-    spec = runtime.spec
     metadata = pb.ModelMetadataResponse(name=name, versions=[MODEL_VERSION], platform=PLATFORM)
     for tensor in runtime.inputs():
         metadata.inputs.add(name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"])
     for tensor in runtime.outputs():
         metadata.outputs.add(name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"])
     encoded = tuple(_LENGTH.pack(len(c.encode())) + c.encode() for c in classes)
+    output_names = tuple(t.name for t in metadata.outputs)
+    if runtime.kind == "image":
+        spec = runtime.spec  # type: ignore[attr-defined]
+        pixels_shape = (spec.channels, spec.height, spec.width)
+        expected_inputs = ("send 'image' BYTES [N] (encoded PNG/JPEG) or 'pixels' FP32 [N, {}, {}, {}]"
+                           .format(*pixels_shape))
+    elif runtime.kind == "text":
+        pixels_shape = (0, 0, 0)
+        expected_inputs = "send 'text' BYTES [N] (one UTF-8 string per element)"
+    else:
+        pixels_shape = (0, 0, 0)
+        expected_inputs = (f"send one input per feature column, each [N] (one value per row): "
+                           f"{_tensors_text(metadata.inputs)}; a missing value is NaN for a number and an "
+                           "empty string for a category")
     return _Served(
         runtime=runtime,
-        classes_parameter=pb.InferParameter(string_param=json.dumps(list(classes), ensure_ascii=False)),
+        kind=runtime.kind,
+        classes_parameter=(pb.InferParameter(string_param=json.dumps(list(classes), ensure_ascii=False))
+                           if "label" in output_names else None),
         encoded_labels=encoded,
         label_index={c: i for i, c in enumerate(classes)},
         metadata=metadata,
-        pixels_shape=(spec.channels, spec.height, spec.width),
+        pixels_shape=pixels_shape,
+        input_types=runtime.input_datatypes(),
+        output_names=output_names,
+        expected_inputs=expected_inputs,
+        expected_outputs=" and ".join(
+            f"{t.name!r} {t.datatype} {'[N, C]' if t.name == 'scores' else _shape_text(t.shape)}"
+            for t in metadata.outputs),
     )
 
 
