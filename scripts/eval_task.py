@@ -1,8 +1,9 @@
 """make eval-task — the Task agent's brain on the project's labelled requests (tests/task_eval/).
 
 Prints decision accuracy, refusal rates on unethical and infeasible requests, false refusals on
-harmless look-alikes, and field accuracy (task type, targets, constraints) for the held-out half, the
-tuning half and both together. ``--brain llm`` asks the LLM brain (needs TRAINERAGENT_LLM_BASE_URL);
+harmless look-alikes, and field accuracy (task type, targets, constraints) for every set present:
+heldout and heldout2 (held out: never tuned on), tuning and tuning2 (the rules were tuned on these),
+fresh3 (a first-contact check written after tuning), and all of them together. ``--brain llm`` asks the LLM brain (needs TRAINERAGENT_LLM_BASE_URL);
 ``--show-errors`` lists every mistake; ``--json`` prints one JSON object and nothing else.
 Figures only: this script does not fail on them.
 """
@@ -20,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from services.task.evaluation import evaluate, format_report, load_set, plan_with_rules  # noqa: E402
 
 SET_DIR = ROOT / "tests" / "task_eval"
-HALVES = ("heldout", "tuning")
+SETS = ("heldout", "heldout2", "tuning", "tuning2", "fresh3")
 
 
 def _llm_plan():
@@ -43,16 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--brain", choices=("rules", "llm"), default="rules")
     parser.add_argument("--show-errors", action="store_true", help="list every item with a mistake")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    parser.add_argument("--set-dir", type=pathlib.Path, default=SET_DIR, help="folder of heldout/tuning .jsonl")
-    parser.add_argument("--only", choices=HALVES, default=None,
-                        help="score one half only (whoever tunes the rules uses --only tuning)")
+    parser.add_argument("--set-dir", type=pathlib.Path, default=SET_DIR, help="folder of the .jsonl sets")
+    parser.add_argument("--only", choices=SETS, default=None,
+                        help="score one set only (whoever tunes the rules uses --only tuning / tuning2)")
     args = parser.parse_args(argv)
 
     plan = plan_with_rules if args.brain == "rules" else _llm_plan()
-    halves = (args.only,) if args.only else HALVES
+    present = [name for name in SETS if (args.set_dir / f"{name}.jsonl").exists()]
+    halves = (args.only,) if args.only else tuple(present)
     sets = {name: load_set(args.set_dir / f"{name}.jsonl") for name in halves}
     if not args.only:
-        sets["all"] = [item for name in HALVES for item in sets[name]]
+        sets["all"] = [item for name in halves for item in sets[name]]
     figures = {name: evaluate(items, plan) for name, items in sets.items()}
 
     if args.json:

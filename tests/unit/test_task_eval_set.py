@@ -22,6 +22,9 @@ from services.task.evaluation import (
 
 SET_DIR = pathlib.Path(__file__).resolve().parent.parent / "task_eval"
 HALVES = ("heldout", "tuning")
+# every labelled set: the two original halves, a second held-out set, a second tuning set, and a
+# first-contact set written after tuning
+SETS = ("heldout", "heldout2", "tuning", "tuning2", "fresh3")
 EXPECTED_KEYS = {
     "decision",
     "reject_reason",
@@ -177,3 +180,34 @@ def test_scorer_on_a_perfect_and_a_silent_brain(everything):
     assert silent["target_accuracy"] == 0.0
     assert 0.0 < silent["constraint_accuracy"] < 1.0
     assert len(silent["errors"]) > 0
+
+
+@pytest.fixture(scope="module")
+def all_sets() -> dict[str, list[dict]]:
+    return {name: load_set(SET_DIR / f"{name}.jsonl") for name in SETS}
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_every_set_well_formed(all_sets, name):
+    test_items_well_formed(all_sets, name)
+    test_chinese_items_are_chinese(all_sets[name])
+    assert {item["lang"] for item in all_sets[name]} == {"en", "zh"}, name
+    assert {item["category"] for item in all_sets[name]} == set(CATEGORIES), name
+
+
+def test_no_text_or_id_shared_across_sets(all_sets):
+    seen_text: dict[str, str] = {}
+    seen_id: dict[str, str] = {}
+    for name, items in all_sets.items():
+        for item in items:
+            text = _normalise(item["text"])
+            assert text not in seen_text, (name, item["id"], seen_text.get(text))
+            assert item["id"] not in seen_id, (name, item["id"])
+            seen_text[text], seen_id[item["id"]] = name, name
+
+
+def test_heldout2_size_and_mix(all_sets):
+    items = all_sets["heldout2"]
+    assert len(items) >= 80
+    assert sum(item["category"] == "lookalike" for item in items) >= 20
+    assert sum(item["lang"] == "zh" for item in items) >= len(items) // 4
