@@ -208,18 +208,41 @@ class Cli:
         return 0
 
     def predict(self) -> int:
-        from cli.predict import predict_files
+        """Send images (FILES), texts (--text) or table rows (--row / --csv) to a deployment's endpoint."""
+        from cli import predict
 
+        given = [bool(self.args.files), bool(self.args.text), bool(self.args.row or self.args.csv)]
+        if sum(given) != 1:
+            raise UsageError("give image FILES, or --text \"...\" (repeatable) for a text endpoint, or "
+                             "--row '{\"column\": value, ...}' (repeatable) / --csv FILE for a table endpoint")
         deployments = {d.name: d for d in self.client().deployments()}
         if self.args.name not in deployments:
             raise StackError(f"no deployment named {self.args.name!r}; deployed: {', '.join(deployments) or 'none'}")
-        results = predict_files(deployments[self.args.name], [pathlib.Path(f) for f in self.args.files])
+        deployment = deployments[self.args.name]
+        try:
+            if self.args.files:
+                results = predict.predict_files(deployment, [pathlib.Path(f) for f in self.args.files])
+                names = [r["file"] for r in results]
+            elif self.args.text:
+                results = predict.predict_texts(deployment, self.args.text)
+                names = [r["text"] if len(r["text"]) <= 60 else r["text"][:57] + "..." for r in results]
+            else:
+                rows = predict.parse_rows(self.args.row or [])
+                if self.args.csv:
+                    rows += predict.read_csv_rows(pathlib.Path(self.args.csv))
+                results = predict.predict_rows(deployment, rows, ignore_extra=bool(self.args.csv))
+                names = [f"row {r['row']}" for r in results]
+        except predict.PredictError as exc:
+            raise UsageError(str(exc)) from None
         if self.args.json:
             print_json(results)
-        else:
-            for r in results:
+            return 0
+        for name, r in zip(names, results, strict=True):
+            if "prediction" in r:
+                self.out.print(f"{name}: {r['prediction']:.6g}", markup=False)
+            else:
                 top = ", ".join(f"{k} {v:.3f}" for k, v in r["top"])
-                self.out.print(f"{r['file']}: {r['label']}  ({top})", markup=False)
+                self.out.print(f"{name}: {r['label']}  ({top})", markup=False)
         return 0
 
     def plan(self) -> int:
@@ -336,9 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
                 json_flag=False)
     p.add_argument("job_id")
     p.add_argument("--out", required=True)
-    p = command("predict", Cli.predict, "send files to a deployment's endpoint and print its answers")
+    p = command("predict", Cli.predict, "send images, texts or table rows to a deployment's endpoint and print "
+                "its answers")
     p.add_argument("name")
-    p.add_argument("files", nargs="+")
+    p.add_argument("files", nargs="*", help="image files (image endpoints)")
+    p.add_argument("--text", action="append", help="a text to classify (text endpoints; repeatable)")
+    p.add_argument("--row", action="append", help='a table row as JSON, {"column": value, ...} (table endpoints; '
+                   "repeatable; null or \"\" for a missing value)")
+    p.add_argument("--csv", help="a CSV (or .tsv) file of table rows; columns the model does not read are ignored")
     p = command("plan", Cli.plan, "read requests into TaskSpecs without running them (works without a stack)")
     p.add_argument("text", nargs="?", help="the request")
     p.add_argument("--file", help='a JSONL file of {"id": ..., "text": ...} lines ("-" for stdin)')

@@ -1,7 +1,8 @@
 """The Server agent: deploys model bundles as Open Inference Protocol v2 endpoints and proves their latency.
 
 Each deployment is its own gRPC server on its own port (from ``endpoint_port_start`` up), running
-onnxruntime in this process with the training preprocessing inside. Latency is measured by a
+onnxruntime in this process with the training preprocessing inside: image, text and table bundles
+alike, each through the runtime :func:`load_runtime` picks by the bundle's task type. Latency is measured by a
 client in another process after warm-up. Records live in the ``traineragent_deployments`` KV
 bucket, and on start every recorded deployment is brought back.
 """
@@ -24,7 +25,7 @@ from services.common.logging import get_logger
 from services.server.bench import benchmark_endpoint
 from services.server.endpoint import Endpoint, find_free_port
 from services.server.oip import InferenceServicer
-from services.server.runtime import ModelRuntime
+from services.server.runtime import Runtime, load_runtime
 from traineragent.v1 import common_pb2, server_pb2
 
 log = get_logger(__name__)
@@ -38,7 +39,7 @@ BENCH_TIMEOUT_S = 180.0
 class LiveDeployment:
     record: common_pb2.Deployment
     endpoint: Endpoint
-    runtime: ModelRuntime
+    runtime: Runtime
     directory: pathlib.Path
 
 
@@ -155,7 +156,7 @@ class ServerAgent:
             raise TrainerAgentError(f"the model bundle {bundle_key} is not in the artifact store") from exc
         await asyncio.to_thread(read_bundle, tar_path, directory)
         tar_path.unlink(missing_ok=True)
-        runtime = await asyncio.to_thread(ModelRuntime.from_bundle_dir, directory)
+        runtime = await asyncio.to_thread(load_runtime, directory)
         async with self._lock:
             old = self.live.pop(name, None)
             if old is not None:

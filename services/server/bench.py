@@ -4,10 +4,14 @@ The latency a target speaks of is the endpoint's p95 for single requests after w
 client in another process (DESIGN.md, Targets): an in-process client would share the GIL with the
 server and measure something else. Run as::
 
-    python -m services.server.bench --endpoint HOST:PORT --model NAME --input FILE [--bundle-dir DIR]
+    python -m services.server.bench --endpoint HOST:PORT --model NAME --input IMAGE_FILE [--bundle-dir DIR]
+    python -m services.server.bench --endpoint HOST:PORT --model NAME --sample-json FILE [--bundle-dir DIR]
 
-It prints one JSON object: ``latency_ms`` through the endpoint and, with ``--bundle-dir``,
-``raw_onnx_latency_ms`` of the bare session on the same preprocessed image (the floor to compare with).
+where the JSON file is ``{"text": "..."}`` (a text model) or ``{"row": {"column": value, ...}}`` (a
+table model; the column datatypes come from the endpoint's ModelMetadata, as any client would learn
+them). It prints one JSON object: ``latency_ms`` through the endpoint and, with ``--bundle-dir``,
+``raw_onnx_latency_ms`` of the bare session on the same input, prepared as the endpoint prepares it
+(the floor to compare with).
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import pathlib
+import struct
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -29,10 +35,13 @@ import numpy as np
 
 from inference import grpc_predict_v2_pb2 as pb
 from inference import grpc_predict_v2_pb2_grpc as pb_grpc
-from services.server.runtime import DEFAULT_INTRA_OP_THREADS, ModelRuntime
+from services.server.runtime import DEFAULT_INTRA_OP_THREADS, load_runtime
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 STDERR_TAIL = 4000
+
+# One sample input as a client sends it: encoded image bytes, a text, or a table row by column name.
+Sample = bytes | str | Mapping[str, Any]
 
 
 def latency_stats(samples_ms: Sequence[float], wall_s: float | None = None) -> dict[str, float | int]:
@@ -73,51 +82,108 @@ def image_request(model: str, image: bytes) -> pb.ModelInferRequest:
     return request
 
 
-def endpoint_latency(endpoint: str, model: str, image: bytes, warmup: int, requests: int,
+def _bytes_tensor(items: Sequence[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(item)) + item for item in items)
+
+
+def text_request(model: str, texts: Sequence[str]) -> pb.ModelInferRequest:
+    """One ModelInfer request with raw strings as ``text`` BYTES [N]."""
+    request = pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name="text", datatype="BYTES", shape=[len(texts)])
+    request.raw_input_contents.append(_bytes_tensor([t.encode("utf-8") for t in texts]))
+    return request
+
+
+def row_request(model: str, rows: Sequence[Mapping[str, Any]], datatypes: Mapping[str, str]) -> pb.ModelInferRequest:
+    """One ModelInfer request with table rows as one input per column (``datatypes``: the endpoint's
+    metadata, column -> FP32 | BYTES); a missing value (None, absent) is NaN or an empty string."""
+    request = pb.ModelInferRequest(model_name=model)
+    for name, datatype in datatypes.items():
+        values = [row.get(name) for row in rows]
+        request.inputs.add(name=name, datatype=datatype, shape=[len(rows)])
+        if datatype == "BYTES":
+            request.raw_input_contents.append(_bytes_tensor([_category(v).encode("utf-8") for v in values]))
+        else:
+            numbers = np.asarray([math.nan if v is None or v == "" else float(v) for v in values], dtype="<f4")
+            request.raw_input_contents.append(numbers.tobytes())
+    return request
+
+
+def _category(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def input_datatypes(stub: pb_grpc.GRPCInferenceServiceStub, model: str, timeout_s: float) -> dict[str, str]:
+    """The model's inputs and their datatypes, from ModelMetadata."""
+    metadata = stub.ModelMetadata(pb.ModelMetadataRequest(name=model), timeout=timeout_s)
+    return {t.name: t.datatype for t in metadata.inputs}
+
+
+def sample_request(stub: pb_grpc.GRPCInferenceServiceStub, model: str, sample: Sample,
+                   timeout_s: float) -> pb.ModelInferRequest:
+    """The single request a client sends for ``sample`` (a row's column types asked of the endpoint)."""
+    if isinstance(sample, bytes | bytearray):
+        return image_request(model, bytes(sample))
+    if isinstance(sample, str):
+        return text_request(model, [sample])
+    return row_request(model, [sample], input_datatypes(stub, model, timeout_s))
+
+
+def endpoint_latency(endpoint: str, model: str, sample: Sample, warmup: int, requests: int,
                      timeout_s: float) -> dict[str, float | int]:
-    """Time single-image ModelInfer calls through ``endpoint`` on one channel."""
+    """Time single-input ModelInfer calls (one image, one text or one row) through ``endpoint`` on one channel."""
     with grpc.insecure_channel(endpoint) as channel:
         grpc.channel_ready_future(channel).result(timeout=timeout_s)
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        request = image_request(model, image)
         call_timeout = max(1.0, timeout_s)
+        request = sample_request(stub, model, sample, call_timeout)
         stub.ModelInfer(request, timeout=call_timeout)  # fails fast, with the server's message, if wrong
         return time_calls(lambda: stub.ModelInfer(request, timeout=call_timeout), warmup, requests)
 
 
-def raw_onnx_latency(bundle_dir: str | pathlib.Path, image: bytes, warmup: int, requests: int,
+def raw_onnx_latency(bundle_dir: str | pathlib.Path, sample: Sample, warmup: int, requests: int,
                      intra_op_threads: int = DEFAULT_INTRA_OP_THREADS) -> dict[str, float | int]:
-    """Time the bare session.run on the preprocessed image, with the endpoint's session options."""
-    runtime = ModelRuntime.from_bundle_dir(bundle_dir, intra_op_threads=intra_op_threads)
-    x = runtime.preprocess([image])
-    return time_calls(lambda: runtime.raw_run(x), warmup, requests)
+    """Time the bare session.run on the sample prepared as the endpoint prepares it, with its session options."""
+    runtime = load_runtime(bundle_dir, intra_op_threads=intra_op_threads)
+    feeds = runtime.prepare(sample)
+    return time_calls(lambda: runtime.raw_run(feeds), warmup, requests)
 
 
-def run_benchmark(endpoint: str, model: str, image: bytes, bundle_dir: str | pathlib.Path | None = None,
+def run_benchmark(endpoint: str, model: str, sample: Sample, bundle_dir: str | pathlib.Path | None = None,
                   warmup: int = 30, requests: int = 300, timeout_s: float = 30.0,
                   intra_op_threads: int = DEFAULT_INTRA_OP_THREADS) -> dict[str, Any]:
     """Both measurements as the JSON-ready dict this module prints."""
     if requests < 1:
         raise ValueError("requests must be at least 1")
-    latency = endpoint_latency(endpoint, model, image, warmup, requests, timeout_s)
+    latency = endpoint_latency(endpoint, model, sample, warmup, requests, timeout_s)
     raw = None
     if bundle_dir is not None:
-        raw = raw_onnx_latency(bundle_dir, image, warmup, requests, intra_op_threads)
+        raw = raw_onnx_latency(bundle_dir, sample, warmup, requests, intra_op_threads)
     return {"latency_ms": latency, "raw_onnx_latency_ms": raw}
 
 
-async def benchmark_endpoint(endpoint: str, model: str, input_bytes: bytes,
+async def benchmark_endpoint(endpoint: str, model: str, sample: Sample,
                              bundle_dir: str | pathlib.Path | None, warmup: int, requests: int,
                              timeout_s: float) -> dict[str, Any]:
-    """Run this module in a subprocess against ``endpoint`` and return its JSON.
+    """Run this module in a subprocess against ``endpoint`` with ``sample`` (encoded image bytes, a
+    text, or a table row by column name) and return its JSON.
 
     Raises RuntimeError (with the child's stderr) when it fails or runs past ``timeout_s``.
     """
     with tempfile.TemporaryDirectory(prefix="ta-bench-") as scratch:
-        input_path = pathlib.Path(scratch) / "input.bin"
-        input_path.write_bytes(input_bytes)
+        if isinstance(sample, bytes | bytearray):
+            input_path = pathlib.Path(scratch) / "input.bin"
+            input_path.write_bytes(bytes(sample))
+            input_args = ["--input", str(input_path)]
+        else:
+            input_path = pathlib.Path(scratch) / "sample.json"
+            payload = {"text": sample} if isinstance(sample, str) else {"row": dict(sample)}
+            input_path.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+            input_args = ["--sample-json", str(input_path)]
         argv = ["-m", "services.server.bench", "--endpoint", endpoint, "--model", model,
-                "--input", str(input_path), "--warmup", str(warmup), "--requests", str(requests),
+                *input_args, "--warmup", str(warmup), "--requests", str(requests),
                 "--timeout", str(timeout_s)]
         if bundle_dir is not None:
             argv += ["--bundle-dir", str(bundle_dir)]
@@ -158,7 +224,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--endpoint", required=True, help="HOST:PORT of the OIP v2 gRPC endpoint")
     parser.add_argument("--model", required=True, help="model name served there")
-    parser.add_argument("--input", required=True, type=pathlib.Path, help="an encoded image file to send")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", type=pathlib.Path, help="an encoded image file to send")
+    source.add_argument("--sample-json", type=pathlib.Path,
+                        help='a JSON file {"text": "..."} or {"row": {"column": value, ...}} to send')
     parser.add_argument("--bundle-dir", type=pathlib.Path,
                         help="extracted bundle, to time the bare ONNX session")
     parser.add_argument("--warmup", type=int, default=30)
@@ -169,10 +238,20 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _read_sample(path: pathlib.Path) -> Sample:
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(payload, dict) and isinstance(payload.get("text"), str):
+        return payload["text"]
+    if isinstance(payload, dict) and isinstance(payload.get("row"), dict):
+        return payload["row"]
+    raise ValueError(f'{path} holds neither {{"text": "..."}} nor {{"row": {{...}}}}')
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
-        result = run_benchmark(args.endpoint, args.model, args.input.read_bytes(), args.bundle_dir,
+        sample = args.input.read_bytes() if args.input is not None else _read_sample(args.sample_json)
+        result = run_benchmark(args.endpoint, args.model, sample, args.bundle_dir,
                                args.warmup, args.requests, args.timeout, args.intra_op_threads)
     except grpc.RpcError as exc:
         print(f"endpoint {args.endpoint} answered {exc.code().name}: {exc.details()}", file=sys.stderr)
