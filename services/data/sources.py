@@ -1,4 +1,4 @@
-"""Where a dataset comes from: a folder on the data service's host, or an uploaded archive.
+"""Where a dataset comes from: a folder, archive or data file on the data service's host, or an upload.
 
 Server paths are confined to the operator's allowed roots, because a path names something on *this*
 host and a job must not read arbitrary files. Archives come from users, so they are read in full
@@ -42,6 +42,17 @@ _ARCHIVE_SUFFIXES: tuple[tuple[str, str], ...] = (
     (".zip", "zip"),
 )
 ACCEPTED_EXTENSIONS = ".zip, .tar, .tar.gz (.tgz), .tar.bz2, .tar.xz"
+# Suffix -> data file format: one file is a whole text or table dataset (services/data/tables.py).
+DATA_FORMATS: dict[str, str] = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+}
+DATA_EXTENSIONS = ", ".join(DATA_FORMATS)
+# The upload kind of a single data file (an archive's kind otherwise): stored as sent, not extracted.
+FILE_KIND = "file"
 # Every tar kind is opened with "r:*": a .tar that is really gzipped still reads; the kind only
 # has to be one we know.
 _TAR_KINDS = ("tar", "tar.gz", "tar.bz2", "tar.xz")
@@ -122,6 +133,52 @@ def archive_kind(filename: str) -> str:
     )
 
 
+def data_format(filename: str) -> str | None:
+    """csv, tsv, jsonl, json or parquet for a data file's name; None for any other name."""
+    lowered = filename.lower()
+    return next((fmt for suffix, fmt in DATA_FORMATS.items() if lowered.endswith(suffix)), None)
+
+
+def source_kind(filename: str) -> str:
+    """``file`` for a data file (CSV, TSV, JSONL/JSON, Parquet), else the archive kind; InvalidArgument otherwise."""
+    if data_format(filename):
+        return FILE_KIND
+    lowered = filename.lower()
+    for suffix, kind in _ARCHIVE_SUFFIXES:
+        if lowered.endswith(suffix):
+            return kind
+    raise InvalidArgument(
+        f"{filename!r} is neither a data file nor an archive this service reads: accepted are data files "
+        f"({DATA_EXTENSIONS}) and archives ({ACCEPTED_EXTENSIONS}); save the table as CSV or Parquet, "
+        "or pack the folder as an archive (or send the folder itself)"
+    )
+
+
+def check_data_file(path: Path, filename: str | None = None) -> int:
+    """1 when ``path`` is a non-empty data file (the number of files, like :func:`inspect_archive`)."""
+    name = filename or path.name
+    if data_format(name) is None:
+        raise InvalidArgument(f"{name!r} is not a data file: use one of {DATA_EXTENSIONS}")
+    if path.stat().st_size == 0:
+        raise InvalidArgument(f"the data file {name} is empty (0 bytes): send it with its header and rows")
+    return 1
+
+
+def place_data_file(path: Path, filename: str, dest: Path) -> Path:
+    """A folder ``dest`` holding the data file under its own (sanitised) name: the dataset root."""
+    name = PurePosixPath(filename.replace("\\", "/")).name
+    if not name or name.startswith(".") or data_format(name) is None:
+        fmt = data_format(filename) or "csv"
+        name = f"data.{fmt}"
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / name
+    if path.resolve() != target.resolve():
+        with open(path, "rb") as source, open(target, "wb") as out:
+            while chunk := source.read(_COPY_CHUNK):
+                out.write(chunk)
+    return dest
+
+
 def inspect_archive(path: Path, kind: str) -> int:
     """The number of regular files in the archive, after reading every byte of it.
 
@@ -165,15 +222,17 @@ def extract_archive(path: Path, kind: str, dest: Path, max_files: int = MAX_FILE
 def find_dataset_root(root: Path) -> Path:
     """Descend through single wrapper folders: an archive of ``digits/0/...`` gives ``digits/``.
 
-    A single folder is only a wrapper when it holds folders itself; otherwise it is a (lone) class
-    folder and the image loader should say that a second class is missing.
+    A single folder is only a wrapper when it holds folders or data files (``penguins/train.csv``)
+    itself; otherwise it is a (lone) class folder and the image loader should say that a second class
+    is missing.
     """
     current = root
     while True:
         entries = _visible_entries(current)
         if len(entries) != 1 or not entries[0].is_dir():
             return current
-        if not any(entry.is_dir() for entry in _visible_entries(entries[0])):
+        inner = _visible_entries(entries[0])
+        if not any(entry.is_dir() or (entry.is_file() and data_format(entry.name)) for entry in inner):
             return current
         current = entries[0]
 
