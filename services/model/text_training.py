@@ -60,6 +60,26 @@ def encode_split(texts: Sequence[str], spec: TextPreprocessing, tokenizer: Any =
     return {k: torch.from_numpy(v) for k, v in encode_texts(texts, spec, tokenizer).items()}
 
 
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                           pool_batches: int = 32) -> list[np.ndarray]:
+    """One epoch's batches of row indices: shuffled, then sorted by length within pools of
+    ``pool_batches`` batches, and the batches shuffled again.
+
+    Every row comes once; a batch holds texts of similar length, so the padding each batch is cut
+    to (:func:`_batch`) stays short and an epoch costs what the texts cost, not what the longest
+    text in every random batch costs. Deterministic for the generator's state.
+    """
+    order = rng.permutation(len(lengths))
+    pool = batch_size * pool_batches
+    grouped = []
+    for start in range(0, len(order), pool):
+        chunk = order[start:start + pool]
+        grouped.append(chunk[np.argsort(lengths[chunk], kind="stable")])
+    flat = np.concatenate(grouped) if grouped else order
+    batches = [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def _batch(feeds: Mapping[str, torch.Tensor], idx: Any, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows ``idx``, cut to their own longest text (padding is on the right)."""
     ids, mask = feeds["input_ids"][idx], feeds["attention_mask"][idx]
@@ -151,6 +171,7 @@ def train_text_classifier(
     train = encode_split(splits.train_texts, spec, tokenizer)
     val = encode_split(splits.validation_texts, spec, tokenizer)
     train_y = torch.from_numpy(splits.train_labels.astype(np.int64))
+    train_lengths = train["attention_mask"].sum(1).numpy()
     val_y = splits.validation_labels.astype(np.int64)
 
     model = build_text_model(candidate, num_classes, spec, hp).to(device)
@@ -183,12 +204,12 @@ def train_text_classifier(
             break
         epoch_start = time.time()
         model.train()
-        order = rng.permutation(n)
+        epoch_batches = length_grouped_batches(train_lengths, batch_size, rng)
         loss_sum, batches = 0.0, 0
-        for b in range(steps_per_epoch):
+        for b, batch_idx in enumerate(epoch_batches):
             if b > 0 and (stop_reason := stop_now() or ""):
                 break
-            idx = torch.from_numpy(order[b * batch_size:(b + 1) * batch_size])
+            idx = torch.from_numpy(batch_idx)
             ids, mask = _batch(train, idx, device)
             y = train_y[idx].to(device, non_blocking=True)
             scale = cosine_lr(step, planned_epochs * steps_per_epoch, 1.0, warmup_steps)

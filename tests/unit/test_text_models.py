@@ -445,3 +445,20 @@ def test_bundle_reader_refuses_foreign_members(ngram_bag, transformer_small, tmp
             tar.addfile(info, io.BytesIO(data))
     with pytest.raises(BundleError, match="tokenizer.json"):
         text_export.read_text_bundle(broken, tmp_path / "dest2")
+
+
+def test_length_grouped_batches_cover_every_row_once_with_similar_lengths():
+    from services.model.text_training import length_grouped_batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 128, size=1000)
+    batches = length_grouped_batches(lengths, 16, np.random.default_rng(1), pool_batches=8)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(1000))
+    assert len(batches) == int(np.ceil(1000 / 16))
+    # Within a batch lengths are close: the mean spread is far below a random batch's.
+    spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
+    random_spread = np.mean([lengths[b].max() - lengths[b].min() for b in np.array_split(rng.permutation(1000), 63)])
+    assert spread < random_spread / 4
+    again = length_grouped_batches(lengths, 16, np.random.default_rng(1), pool_batches=8)
+    assert all((a == b).all() for a, b in zip(batches, again, strict=True))
