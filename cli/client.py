@@ -23,6 +23,7 @@ from traineragent.v1 import (
 
 CHUNK = 1024 * 1024
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+DATA_FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
 
 class GatewayClient:
@@ -40,7 +41,11 @@ class GatewayClient:
         return method(request, timeout=self.timeout_s, metadata=self.metadata)
 
     def upload(self, path: pathlib.Path) -> gateway_pb2.UploadDatasetResponse:
-        """Upload a local folder (packed as tar.gz on the fly) or a local archive file."""
+        """Upload a local folder (packed as tar.gz on the fly), an archive, or one data file as it is.
+
+        A data file (CSV, TSV, JSONL/JSON, Parquet) goes as-is: the Data agent reads it as a text or
+        table dataset. The gateway checks the size and the SHA-256 either way.
+        """
         if path.is_dir():
             with tempfile.TemporaryDirectory() as tmp:
                 archive = pathlib.Path(tmp) / f"{path.name or 'dataset'}.tar.gz"
@@ -124,6 +129,16 @@ def pack_folder(folder: pathlib.Path, archive: pathlib.Path) -> None:
 
 def is_archive(path: pathlib.Path) -> bool:
     return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def is_data_file(path: pathlib.Path) -> bool:
+    """A CSV, TSV, JSONL/JSON or Parquet file, uploaded as it is."""
+    return path.is_file() and path.name.lower().endswith(DATA_FILE_SUFFIXES)
+
+
+def is_uploadable(path: pathlib.Path) -> bool:
+    """What ``upload`` takes: a folder, an archive or a data file."""
+    return path.is_dir() or is_archive(path) or is_data_file(path)
 
 
 def default_gateway() -> str:

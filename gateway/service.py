@@ -123,7 +123,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                     if header is not None:
                         raise InvalidArgument("the upload sent two headers; send one header, then the chunks")
                     header = message.header
-                    kind = sources.archive_kind(header.filename)
+                    kind = sources.source_kind(header.filename)  # a data file or an archive
                     if header.size_bytes > self.settings.max_upload_bytes:
                         raise ResourceExhausted(_too_big(header.size_bytes, self.settings.max_upload_bytes))
                     continue
@@ -135,7 +135,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 digest.update(message.chunk)
                 tmp.write(message.chunk)
             if header is None:
-                raise InvalidArgument("the upload was empty: send a header, then the archive's bytes")
+                raise InvalidArgument("the upload was empty: send a header, then the file's bytes")
             tmp.flush()
             sha = digest.hexdigest()
             if header.size_bytes and header.size_bytes != size:
@@ -146,7 +146,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             if header.sha256 and header.sha256.lower() != sha:
                 raise InvalidArgument("the upload's SHA-256 does not match the header's; upload it again")
             path = pathlib.Path(tmp.name)
-            num_files = await asyncio.to_thread(sources.inspect_archive, path, kind)
+            if kind == sources.FILE_KIND:  # one CSV/TSV/JSONL/Parquet file, stored as sent
+                num_files = await asyncio.to_thread(sources.check_data_file, path, header.filename)
+            else:
+                num_files = await asyncio.to_thread(sources.inspect_archive, path, kind)
             if num_files == 0:
                 raise InvalidArgument(
                     f"the archive {header.filename} holds no files: pack a folder with one sub-folder per class"

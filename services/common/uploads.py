@@ -1,7 +1,9 @@
-"""Uploaded datasets: the archive and a small manifest, both in the artifact store.
+"""Uploaded datasets: the uploaded file and a small manifest, both in the artifact store.
 
-The gateway writes them (UploadDataset); the Data agent reads them. The upload id a client gets
-is the manifest's content key, so the same archive uploaded twice gets the same id.
+The upload is an archive of a folder, or one data file (CSV, TSV, JSONL/JSON, Parquet) stored as
+sent, with kind ``file``; the Data agent extracts the archive, or puts the data file alone in a
+folder under its own name. The gateway writes them (UploadDataset); the Data agent reads them. The
+upload id a client gets is the manifest's content key, so the same file uploaded twice gets the same id.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from services.common.errors import InvalidArgument, NotFound
 
 @dataclasses.dataclass(frozen=True)
 class UploadManifest:
-    archive_artifact: str
+    archive_artifact: str  # the uploaded bytes (an archive, or the data file itself when kind is "file")
     filename: str
-    kind: str  # zip | tar | tar.gz | tar.bz2 | tar.xz
+    kind: str  # zip | tar | tar.gz | tar.bz2 | tar.xz | file (one data file: .csv .tsv .jsonl .json .parquet)
     size_bytes: int
     sha256: str
     num_files: int

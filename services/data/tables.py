@@ -524,7 +524,7 @@ def _label_strings(column: _Column) -> pd.Series:
 
 
 def _drop_missing_labels(label: str, labels: pd.Series, notes: _Notes) -> np.ndarray:
-    keep = labels.notna().to_numpy()
+    keep = labels.notna().to_numpy().copy()
     dropped = int((~keep).sum())
     if dropped:
         notes.add(f"dropped {dropped} row{'' if dropped == 1 else 's'} with no value in the label column {label!r}")
@@ -559,7 +559,7 @@ def _prepare_text(frame: pd.DataFrame, profiles: dict[str, _Column], label: str,
     no_text = keep & texts.map(lambda v: v is None or not str(v).strip()).to_numpy()
     if no_text.any():
         notes.add(f"dropped {int(no_text.sum())} row(s) with an empty text in column {text_column!r}")
-    keep &= ~no_text
+    keep = keep & ~no_text
     num_dropped = int((~keep).sum())
     unused = [c for c in frame.columns if c not in (label, text_column)]
     if unused:
