@@ -12,7 +12,7 @@ Decisions, in order, each from the job's TaskSpec when it says, otherwise from t
   penguin species" -> ``species``); else a conventional name (``label``, ``target``, ``class`` ...);
   otherwise :class:`NeedsInput` with the column names as choices: a label is never guessed;
 * the task: the spec's text/tabular task type; else text classification when a free-text column sits
-  beside a label of few values, otherwise a table, regression when the label is numeric with many
+  beside a label of few values (and at most two other useful columns), otherwise a table, regression when the label is numeric with many
   distinct values;
 * the text column (text tasks): the spec's first ``input_columns``; else a conventional name
   (``text``, ``message`` ...); else the one free-text column; otherwise NeedsInput.
@@ -53,6 +53,8 @@ FREE_TEXT_MIN_MEAN_CHARS = 25
 FREE_TEXT_MIN_UNIQUE_RATIO = 0.5
 # A numeric label is a class id (classification) when it has at most this many distinct integer values.
 MAX_NUMERIC_CLASSES = 20
+# A free-text column makes a text task when at most this many other useful columns sit beside it.
+MAX_COLUMNS_BESIDE_TEXT = 2
 # A label with at most this many distinct values (and at most a fifth of the rows) is "low-cardinality".
 MAX_TEXT_CLASSES = 100
 
@@ -138,11 +140,13 @@ def read_data_file(path: Path, cache_dir: Path | None = None) -> pd.DataFrame:
         raise DataError(f"{path.name} is not a data file we read: use {', '.join(DATA_FORMATS)}")
     if path.stat().st_size == 0:
         raise DataError(f"{path.name} is empty (0 bytes): send the file with its header and rows")
+    header: list[str] = []
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix="hf-cache-") as cache:
         try:
             if fmt in ("csv", "tsv"):
                 sep = "\t" if fmt == "tsv" else ","
-                features = datasets.Features({name: datasets.Value("string") for name in _csv_header(path, sep)})
+                header = _csv_header(path, sep)
+                features = datasets.Features({name: datasets.Value("string") for name in header})
                 dataset = datasets.Dataset.from_csv(str(path), sep=sep, features=features, keep_in_memory=True,
                                                     cache_dir=cache)
             elif fmt in ("jsonl", "json"):
@@ -150,7 +154,12 @@ def read_data_file(path: Path, cache_dir: Path | None = None) -> pd.DataFrame:
             else:
                 dataset = datasets.Dataset.from_parquet(str(path), keep_in_memory=True, cache_dir=cache)
             frame = dataset.to_pandas()
+        except DataError:
+            raise
         except Exception as exc:  # noqa: BLE001 - pandas, pyarrow and datasets raise many types
+            if "corresponds to no data" in str(exc):  # datasets' word for a file without rows
+                what = f"columns ({_names(header)}) but" if fmt in ("csv", "tsv") else "no columns and"
+                raise DataError(f"{path.name} has {what} no rows: add the data rows") from exc
             raise DataError(f"{path.name} cannot be read as {fmt.upper()}: {_cause(exc)}; {_format_hint(fmt)}") from exc
     assert isinstance(frame, pd.DataFrame)
     frame.columns = [str(column) for column in frame.columns]
@@ -390,10 +399,14 @@ def choose_task(spec_task: int, profiles: dict[str, _Column], label: str, rows: 
     if spec_task in _TASK_NAMES:
         return _TASK_NAMES[spec_task]
     others = [p for name, p in profiles.items() if name != label]
-    if any(p.free_text for p in others) and not profiles[label].numeric and _low_cardinality(profiles[label], rows):
-        return "text_classification"
-    if any(p.free_text for p in others) and profiles[label].numeric and not _is_regression_label(profiles[label]):
-        return "text_classification"
+    # Free text beside a few other columns is a text task; beside a real table it is one more column.
+    plain = [p for p in others if not p.free_text and p.distinct > 1 and not _id_like(p)]
+    if any(p.free_text for p in others) and len(plain) <= MAX_COLUMNS_BESIDE_TEXT:
+        label_column = profiles[label]
+        if label_column.numeric and not _is_regression_label(label_column):
+            return "text_classification"
+        if not label_column.numeric and _low_cardinality(label_column, rows):
+            return "text_classification"
     return "tabular_regression" if _is_regression_label(profiles[label]) else "tabular_classification"
 
 
@@ -430,8 +443,7 @@ def _id_like(column: _Column) -> bool:
     if not column.unique_per_row or len(column.values) < 2:
         return False
     words = _name_words(column.name)
-    named = bool(words) and (words[-1] in ("id", "uuid", "guid", "key", "index", "idx") or words == ["unnamed", "0"]
-                             or words[0] in ("unnamed",))
+    named = bool(words) and (words[-1] in ("id", "uuid", "guid", "key", "index", "idx") or words[0] == "unnamed")
     if column.numeric:
         return named or column.monotonic_step
     return not column.free_text or named
@@ -709,9 +721,10 @@ def _choose_features(profiles: dict[str, _Column], label: str, spec_inputs: list
         why = ""
         if column.distinct <= 1:
             why = "constant (one value in every row)" if column.distinct == 1 else "empty (no value in any row)"
+        elif column.free_text and column.unique_per_row:
+            why = "free text with a different value in every row, which a table model cannot use"
         elif _id_like(column):
-            why = ("an identifier (a different value in every row), which says nothing about new rows"
-                   if not column.free_text else "free text with a different value in every row")
+            why = "an identifier (a different value in every row), which says nothing about new rows"
         if why and not spec_inputs:
             dropped.append({"name": name, "why": why})
             notes.add(f"dropped column {name!r}: {why}")
