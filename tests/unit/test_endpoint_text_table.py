@@ -603,3 +603,23 @@ def test_decoded_feeds_equal_table_feeds(churn: TableModel, runtimes: dict[str, 
         as_fp32 = tenure.astype(np.float32)  # what an FP32 client sends: 1e300 is already inf
     fp32 = runtime.decoded_feeds({**decoded, "tenure months": as_fp32})
     np.testing.assert_array_equal(fp32["tenure months"], reference["tenure months"])
+
+
+def test_concurrent_text_requests_get_their_own_answers(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+    """The endpoint's worker threads share one tokenizer and one session."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = HELD_OUT_TEXTS * 3
+    sequential = [decode(stub.ModelInfer(text_request("transformer", [t]), timeout=10))["label"][0] for t in texts]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        concurrent = list(pool.map(
+            lambda t: decode(stub.ModelInfer(text_request("transformer", [t]), timeout=10))["label"][0], texts))
+    assert concurrent == sequential
+
+
+def test_cli_predict_wants_exactly_one_kind_of_input(capsys: pytest.CaptureFixture[str]) -> None:
+    from cli.main import main
+
+    assert main(["predict", "some-deployment"]) == 2
+    assert main(["predict", "some-deployment", "image.png", "--text", "hello"]) == 2
+    assert "--text" in capsys.readouterr().err
