@@ -84,7 +84,8 @@ def _write_png(image: Image.Image, path: Path) -> None:
 def chat_topic_lines(min_lines: int = MIN_TOPIC_LINES) -> dict[str, list[str]]:
     """topic -> its distinct English dialogue lines, for topics with at least ``min_lines`` of them.
 
-    Lines are whitespace-normalised; a line that occurs under two topics ("What is your name?") says
+    Lines are whitespace-normalised, and those with fewer than two letters (corpus debris such as
+    single letters and punctuation) left out; a line that occurs under two topics ("What is your name?") says
     nothing about either and is left out of both. Topics are the corpus file names (``ai``, ``emotion``).
     """
     import chatterbot_corpus  # imported here: only when the demo data is made
@@ -95,12 +96,17 @@ def chat_topic_lines(min_lines: int = MIN_TOPIC_LINES) -> dict[str, list[str]]:
     for path in sorted(folder.glob("*.yml")):
         loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         lines = {" ".join(line.split()) for conversation in loaded.get("conversations") or []
-                 for line in conversation if isinstance(line, str) and line.strip()}
+                 for line in conversation if isinstance(line, str) and _has_words(line)}
         by_topic[path.stem] = lines
     topics_per_line = collections.Counter(line for lines in by_topic.values() for line in lines)
     distinct = {topic: sorted(line for line in lines if topics_per_line[line] == 1)
                 for topic, lines in by_topic.items()}
     return {topic: lines for topic, lines in sorted(distinct.items()) if len(lines) >= min_lines}
+
+
+def _has_words(line: str) -> bool:
+    """At least two letters: single characters, punctuation and bare numbers ("a", ",", "1877") are left out."""
+    return sum(character.isalpha() for character in line) >= 2
 
 
 def write_chat_topics_csv(out: Path) -> int:

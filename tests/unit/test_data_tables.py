@@ -414,12 +414,12 @@ def test_demo_chat_topics(tmp_path: Path) -> None:
     count = write_chat_topics_csv(path)
     with open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
-    assert tuple(rows[0]) == CHAT_COLUMNS and len(rows) - 1 == count == 1370
+    assert tuple(rows[0]) == CHAT_COLUMNS and len(rows) - 1 == count == 1334
     report = prepare_table_files(path, tmp_path / "o.parquet", _spec(),
                                  "Classify chat messages by topic, at least 85% accuracy")
     assert report.task_type == common_pb2.TASK_TYPE_TEXT_CLASSIFICATION
     assert (report.label_column, list(report.input_columns)) == ("topic", ["text"])
-    assert report.num_examples == 1370 and report.num_duplicates == 0 and len(report.classes) == 6
+    assert report.num_examples == 1334 and report.num_duplicates == 0 and len(report.classes) == 6
 
 
 def test_demo_penguins(tmp_path: Path) -> None:
