@@ -3,7 +3,6 @@ when only the user can choose, cleaning, splitting, the artifacts, the demo sets
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
 import json
@@ -16,11 +15,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from cli.client import is_uploadable
 from cli.launcher import free_port, nats_server_binary, port_open
+from gateway.service import GatewayServicer
 from services.common.artifacts import NatsArtifactStore
 from services.common.bus import Bus, new_id
 from services.common.config import Settings
-from services.common.errors import DataError, InvalidArgument, NeedsInput
+from services.common.errors import DataError, InvalidArgument, NeedsInput, ResourceExhausted
 from services.common.table_dataset import SPLIT_COLUMN, load_table_dataset, read_table_spec
 from services.common.text_dataset import load_text_dataset
 from services.common.uploads import UploadManifest, store_manifest
@@ -35,7 +36,7 @@ from services.data.demo import (
     write_penguins_csv,
 )
 from services.data.tables import mentioned_columns, prepare_table_files, read_data_file, split_of_file
-from traineragent.v1 import common_pb2
+from traineragent.v1 import common_pb2, gateway_pb2
 
 SENTENCES = {
     "billing": ["I was charged twice for my subscription this month", "Please refund the duplicate payment on my card",
@@ -507,6 +508,49 @@ async def test_agent_asks_then_prepares_an_uploaded_csv(nats_url, tmp_path: Path
             await agent.check_source(common_pb2.DatasetRef(server_path=str(roots / "penguins.xlsx")))
         penguins = await _finished(agent, bus, server, _spec(), "Predict the penguin species")
         assert penguins.data_report.label_column == "species" and penguins.data_report.num_examples == 344
-        await asyncio.sleep(0)
+    finally:
+        await bus.close()
+
+
+async def _gateway_upload(gateway: GatewayServicer, path: Path, data: bytes | None = None):
+    """The gateway's own UploadDataset, fed the messages the CLI sends."""
+    data = path.read_bytes() if data is None else data
+
+    async def messages():
+        yield gateway_pb2.UploadDatasetRequest(header=gateway_pb2.UploadHeader(
+            filename=path.name, size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
+        for start in range(0, len(data), 1000):
+            yield gateway_pb2.UploadDatasetRequest(chunk=data[start:start + 1000])
+
+    return await gateway.UploadDataset(messages(), None)
+
+
+@pytest.mark.asyncio
+async def test_gateway_uploads_a_data_file_as_it_is(nats_url, tmp_path: Path) -> None:
+    bus = await Bus.connect(nats_url, "test-data-upload")
+    try:
+        store = NatsArtifactStore(bus.js)
+        settings = Settings(work_dir=tmp_path / "work", max_upload_bytes=200_000)
+        gateway = GatewayServicer(bus, store, None, settings)  # type: ignore[arg-type] - uploads need no clients
+        path = tmp_path / "penguins.csv"
+        write_penguins_csv(path)
+        assert is_uploadable(path) and is_uploadable(tmp_path) and not is_uploadable(tmp_path / "x.xlsx")
+        response = await _gateway_upload(gateway, path)
+        assert response.num_files == 1 and response.size_bytes == path.stat().st_size
+        agent = DataAgent(bus, store, settings)
+        assert "penguins.csv" in await agent.check_source(common_pb2.DatasetRef(upload_id=response.upload_id))
+        done = await _finished(agent, bus, common_pb2.DatasetRef(upload_id=response.upload_id), _spec(),
+                               "Predict a penguin's body mass in grams")
+        assert not done.error and done.data_report.label_column == "body_mass_g"
+        assert done.data_report.task_type == common_pb2.TASK_TYPE_TABULAR_REGRESSION
+
+        with pytest.raises(InvalidArgument, match=r"accepted are data files \(\.csv"):
+            await _gateway_upload(gateway, tmp_path / "table.xlsx", b"PK")
+        with pytest.raises(InvalidArgument, match="empty"):
+            await _gateway_upload(gateway, tmp_path / "empty.csv", b"")
+        big = tmp_path / "big.csv"
+        big.write_text("a,b\n" + "1,2\n" * 60_000)
+        with pytest.raises(ResourceExhausted, match="over the limit"):
+            await _gateway_upload(gateway, big)
     finally:
         await bus.close()
