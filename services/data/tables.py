@@ -245,8 +245,8 @@ class _Column:
 
 def _missing_mask(values: pd.Series) -> pd.Series:
     mask = values.isna()
-    if values.dtype == object:
-        mask |= values.map(lambda v: isinstance(v, str) and not v.strip())
+    if pd.api.types.is_object_dtype(values.dtype) or pd.api.types.is_string_dtype(values.dtype):
+        mask |= values.map(lambda v: isinstance(v, str) and not v.strip()).astype(bool)
     return mask
 
 
