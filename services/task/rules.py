@@ -178,6 +178,7 @@ def _compiled() -> dict:
         "infeasible": entries("infeasible"),
         "lookalikes": [_rx(expand(p)) for p in rules["harmless_lookalikes"]],
         "evasion": _rx(expand(vocab["evasion"])),
+        "protective": _rx(expand(vocab["protective_purpose"])),
         "task_cues": {
             modality: [(float(w), _rx(expand(p))) for w, p in cues]
             for modality, cues in rules["task_cues"].items()
@@ -657,6 +658,27 @@ def review(text: str) -> tuple[int, str] | None:
     return _impossible_numbers(norm)
 
 
+def full_review(text: str) -> tuple[int, str] | None:
+    """The rule brain's review: the phrase rules, and the semantic review beside them when it is on
+    (services/task/semantic_review.py, ``TRAINERAGENT_SEMANTIC_REVIEW``)."""
+    verdict = review(text)
+    from services.task import semantic_review
+
+    if semantic_review.enabled():
+        return semantic_review.review(text, verdict, protective_framing(text))
+    return verdict
+
+
+def protective_framing(text: str) -> bool:
+    """The request detects, flags, filters or moderates a harm (the look-alike patterns of the knowledge
+    file) and says nothing about evading that detection: a rule refusal of it is in doubt."""
+    norm = normalize(text)
+    compiled = _compiled()
+    if compiled["evasion"].search(norm):
+        return False
+    return _any(compiled["lookalikes"], norm) is not None or compiled["protective"].search(norm) is not None
+
+
 def _plain(category: str) -> str:
     return category.replace("_", " ")
 
@@ -849,7 +871,7 @@ def extract_columns(text: str) -> tuple[str | None, list[str]]:
 def read_request(text: str) -> common_pb2.TaskSpec:
     """The rule brain's TaskSpec for a request."""
     spec = common_pb2.TaskSpec(brain=common_pb2.BRAIN_RULES)
-    refusal = review(text)
+    refusal = full_review(text)
     if refusal:
         spec.decision = common_pb2.DECISION_REJECT
         spec.reject_reason, spec.explanation = refusal

