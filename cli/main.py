@@ -16,7 +16,7 @@ from collections.abc import Callable
 import grpc
 from rich.console import Console
 
-from cli.client import GatewayClient, default_gateway, is_archive
+from cli.client import GatewayClient, default_gateway, is_uploadable
 from cli.launcher import Stack, StackError, stack_from_env
 from cli.progress import ProgressView, render_job, state_name
 from services.common.jsonfmt import message_to_json
@@ -94,14 +94,15 @@ class Cli:
     def run(self) -> int:
         args = self.args
         if not args.data and not args.server_path:
-            raise UsageError("say where the data is: --data PATH (a local folder or archive) or --server-path PATH")
+            raise UsageError("say where the data is: --data PATH (a local folder, archive or data file) or --server-path PATH")
         dataset = common_pb2.DatasetRef()
         if args.data:
             path = pathlib.Path(args.data).expanduser()
             if not path.exists():
                 raise UsageError(f"--data {args.data}: no such file or folder")
-            if not path.is_dir() and not is_archive(path):
-                raise UsageError(f"--data {args.data}: give a folder or a .zip/.tar/.tar.gz archive")
+            if not is_uploadable(path):
+                raise UsageError(f"--data {args.data}: give a folder, a .zip/.tar/.tar.gz archive or a data file "
+                                 "(.csv, .tsv, .jsonl, .json, .parquet)")
         client = self.client(start=True)
         if args.data:
             self.err.print(f"Uploading {path} ...")

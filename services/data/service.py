@@ -18,5 +18,6 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
 
     async def PrepareDataset(self, request: data_pb2.PrepareDatasetRequest,
                              context: grpc.aio.ServicerContext) -> data_pb2.PrepareDatasetResponse:
-        self.agent.start_prepare(request.job_id, request.operation_id, request.dataset, request.task_spec)
+        self.agent.start_prepare(request.job_id, request.operation_id, request.dataset, request.task_spec,
+                                 request=request.request)
         return data_pb2.PrepareDatasetResponse(operation_id=request.operation_id)

@@ -395,9 +395,18 @@ def _is_regression_label(column: _Column) -> bool:
 
 
 def choose_task(spec_task: int, profiles: dict[str, _Column], label: str, rows: int) -> str:
-    """text_classification | tabular_classification | tabular_regression."""
+    """text_classification | tabular_classification | tabular_regression.
+
+    The request's task stands, except that a table label which is plainly a quantity (a number
+    with more distinct values than a classifier could learn classes for) is a regression whatever
+    the request's reading said: "predict the body mass" names no task, and as classes each mass
+    would have a row or two.
+    """
     if spec_task in _TASK_NAMES:
-        return _TASK_NAMES[spec_task]
+        chosen = _TASK_NAMES[spec_task]
+        if chosen == "tabular_classification" and _is_regression_label(profiles[label]):
+            return "tabular_regression"
+        return chosen
     others = [p for name, p in profiles.items() if name != label]
     # Free text beside a few other columns is a text task; beside a real table it is one more column.
     plain = [p for p in others if not p.free_text and p.distinct > 1 and not _id_like(p)]
@@ -481,6 +490,9 @@ def prepare_table_files(root: Path, out_parquet: Path, spec: common_pb2.TaskSpec
     profiles = {name: _profile(name, frame[name]) for name in frame.columns}
     label = choose_label_column(profiles, spec.label_column if spec.HasField("label_column") else "", request)
     task = choose_task(spec.task_type, profiles, label, len(frame))
+    if _TASK_NAMES.get(spec.task_type) == "tabular_classification" and task == "tabular_regression":
+        notes.add(f"{label!r} is a number with {profiles[label].distinct} distinct values, so it is predicted as "
+                  "a quantity (regression), not as classes")
     if task == "text_classification":
         text_column = choose_text_column(profiles, label, list(spec.input_columns))
         result = _prepare_text(frame, profiles, label, text_column, given, notes, seed, validation_fraction,

@@ -311,6 +311,8 @@ class TaskAgent:
         def record(j: common_pb2.Job) -> None:
             j.data_report.CopyFrom(event.data_report)
             j.stage_seconds["data"] = round(event.data_report.seconds, 3)
+            if event.data_report.task_type:  # what the data turned out to hold settles the task
+                j.task_spec.task_type = event.data_report.task_type
 
         return await self._update(job.job_id, record)
 

@@ -54,11 +54,12 @@ def write_mixed_folder(root: pathlib.Path, classes: tuple[int, ...] = (0, 1, 7),
     return root
 
 
-def follow(client: GatewayClient, job_id: str, timeout_s: float = 480) -> tuple[common_pb2.Job, list[common_pb2.JobEvent]]:
-    """Watch a job until it ends or waits for input; return the final record and every event seen."""
+def follow(client: GatewayClient, job_id: str, timeout_s: float = 480,
+           from_seq: int = 0) -> tuple[common_pb2.Job, list[common_pb2.JobEvent]]:
+    """Watch a job (from event ``from_seq``) until it ends or waits for input; the final record and the events."""
     events: list[common_pb2.JobEvent] = []
     deadline = time.monotonic() + timeout_s
-    for event in client.watch(job_id):
+    for event in client.watch(job_id, from_seq=from_seq):
         events.append(event)
         if event.kind == common_pb2.EVENT_KIND_STATE_CHANGED and (
             event.state in TERMINAL_STATES or event.state == common_pb2.JOB_STATE_NEEDS_INPUT

@@ -239,6 +239,18 @@ def test_spec_task_type_decides(tmp_path: Path) -> None:
     assert report.task_type == common_pb2.TASK_TYPE_TABULAR_REGRESSION and report.num_dropped == 5
 
 
+def test_a_quantity_label_is_a_regression_even_when_the_request_read_as_classes(tmp_path: Path) -> None:
+    source = _write(_customers(), tmp_path / "c.csv")
+    spec = _spec(task_type=common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION, label_column="tenure_months")
+    report = prepare_table_files(source, tmp_path / "o.parquet", spec, "")
+    assert report.task_type == common_pb2.TASK_TYPE_TABULAR_REGRESSION
+    assert any("'tenure_months' is a number with" in w and "regression" in w for w in report.warnings)
+    # A label with a few values stays a classification when the request says so.
+    spec = _spec(task_type=common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION, label_column="churned")
+    assert prepare_table_files(source, tmp_path / "p.parquet", spec, "").task_type == (
+        common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION)
+
+
 # --- cleaning --------------------------------------------------------------------------------------
 
 
