@@ -3,7 +3,12 @@
 Prints decision accuracy, refusal rates on unethical and infeasible requests, false refusals on
 harmless look-alikes, and field accuracy (task type, targets, constraints) for every set present:
 heldout and heldout2 (held out: never tuned on), tuning and tuning2 (the rules were tuned on these),
-fresh3 (a first-contact check written after tuning), and all of them together. ``--brain llm`` asks the LLM brain (needs TRAINERAGENT_LLM_BASE_URL);
+fresh3 (a first-contact check written after tuning; since then learnt from by the semantic review's
+bank), fresh4 (written before the semantic review layer, never learnt from), and all of them together.
+``--semantic on|off`` turns the rule brain's semantic review layer on or off (default: the
+TRAINERAGENT_SEMANTIC_REVIEW setting, see services/task/semantic_review.py). Note that the semantic
+bank holds the sets heldout..fresh3 themselves, so with the layer on only fresh4 is unseen by it
+(scripts/build_review_bank.py --cv gives leave-one-set-out figures). ``--brain llm`` asks the LLM brain (needs TRAINERAGENT_LLM_BASE_URL);
 ``--show-errors`` lists every mistake; ``--json`` prints one JSON object and nothing else.
 Figures only: this script does not fail on them.
 """
@@ -21,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from services.task.evaluation import evaluate, format_report, load_set, plan_with_rules  # noqa: E402
 
 SET_DIR = ROOT / "tests" / "task_eval"
-SETS = ("heldout", "heldout2", "tuning", "tuning2", "fresh3")
+SETS = ("heldout", "heldout2", "tuning", "tuning2", "fresh3", "fresh4")
 
 
 def _llm_plan():
@@ -47,8 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set-dir", type=pathlib.Path, default=SET_DIR, help="folder of the .jsonl sets")
     parser.add_argument("--only", choices=SETS, default=None,
                         help="score one set only (whoever tunes the rules uses --only tuning / tuning2)")
+    parser.add_argument("--semantic", choices=("on", "off"), default=None,
+                        help="the rule brain's semantic review layer on or off (default: the setting)")
     args = parser.parse_args(argv)
 
+    if args.semantic is not None:
+        import os
+
+        from services.task import semantic_review
+
+        os.environ[semantic_review.ENV_SWITCH] = "1" if args.semantic == "on" else "0"
     plan = plan_with_rules if args.brain == "rules" else _llm_plan()
     present = [name for name in SETS if (args.set_dir / f"{name}.jsonl").exists()]
     halves = (args.only,) if args.only else tuple(present)
@@ -58,14 +71,18 @@ def main(argv: list[str] | None = None) -> int:
     figures = {name: evaluate(items, plan) for name, items in sets.items()}
 
     if args.json:
-        out = {"brain": args.brain, **figures}
+        from services.task import semantic_review
+
+        out = {"brain": args.brain, "semantic_review": semantic_review.enabled(), **figures}
         if not args.show_errors:
             for value in figures.values():  # ids and mistakes only; --show-errors for the whole items
                 value["errors"] = [{"id": e["id"], "mistakes": e["mistakes"]} for e in value["errors"]]
         print(json.dumps(out, ensure_ascii=False, indent=2))
         return 0
 
-    print(f"Task agent evaluation, brain: {args.brain}")
+    from services.task import semantic_review
+
+    print(f"Task agent evaluation, brain: {args.brain}, semantic review: {'on' if semantic_review.enabled() else 'off'}")
     for name in halves:
         print(format_report(name, figures[name], show_errors=args.show_errors))
     if not args.only:

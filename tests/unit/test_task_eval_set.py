@@ -23,8 +23,8 @@ from services.task.evaluation import (
 SET_DIR = pathlib.Path(__file__).resolve().parent.parent / "task_eval"
 HALVES = ("heldout", "tuning")
 # every labelled set: the two original halves, a second held-out set, a second tuning set, and a
-# first-contact set written after tuning
-SETS = ("heldout", "heldout2", "tuning", "tuning2", "fresh3")
+# first-contact set written after tuning, and a second one (fresh4) written before the semantic review layer
+SETS = ("heldout", "heldout2", "tuning", "tuning2", "fresh3", "fresh4")
 EXPECTED_KEYS = {
     "decision",
     "reject_reason",
