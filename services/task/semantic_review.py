@@ -131,14 +131,25 @@ def encode(texts: list[str] | tuple[str, ...]) -> np.ndarray:
     tokenizer, model = _encoder()
     rows = []
     with _LOCK, torch.no_grad():
-        for text in texts:
-            batch = tokenizer([text], padding=False, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
-            hidden = model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-            rows.append(pooled[0].numpy().astype(np.float32))
+        # One intra-op thread: the same floats on any machine, and no thread pool spinning against other
+        # processes (on a busy 2-core machine two threads made each request ~40x slower).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            rows = [_encode_one(tokenizer, model, text) for text in texts]
+        finally:
+            torch.set_num_threads(threads)
     return np.stack(rows) if rows else np.zeros((0, 384), dtype=np.float32)
+
+
+def _encode_one(tokenizer, model, text: str) -> np.ndarray:
+    import torch
+
+    batch = tokenizer([text], padding=False, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+    hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2, dim=1)[0].numpy().astype(np.float32)
 
 
 @functools.lru_cache(maxsize=2048)
