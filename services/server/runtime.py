@@ -497,7 +497,7 @@ class TableRuntime(Runtime):
 
         The latency path: the feeds are built here directly, with exactly :func:`table_feeds`'s
         values for such columns (numbers through float32, not finite -> NaN; categories as str,
-        "" = missing), without its DataFrame round trip (about a millisecond per request);
+        blank -> "" = missing), without its DataFrame round trip (about a millisecond per request);
         tests/unit/test_endpoint_text_table.py proves the two equal on hostile values.
         """
         self._check_columns(inputs)
@@ -505,8 +505,8 @@ class TableRuntime(Runtime):
         for name in self._names:
             values = inputs[name]
             if self._kinds[name] == "categorical":
-                feeds[name] = np.asarray([_utf8(name, i, v) for i, v in enumerate(values)],
-                                         dtype=object).reshape(-1, 1)
+                texts = [_utf8(name, i, v) for i, v in enumerate(values)]
+                feeds[name] = np.asarray([t if t.strip() else "" for t in texts], dtype=object).reshape(-1, 1)
             else:
                 with np.errstate(over="ignore", invalid="ignore"):
                     narrow = np.asarray(values, dtype=np.float64).astype(np.float32).reshape(-1, 1)

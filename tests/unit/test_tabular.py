@@ -97,7 +97,7 @@ def _baseline(splits: TableSplits) -> float:
 
 
 def _train_both(splits: TableSplits) -> dict[str, TableOutcome]:
-    return {c: train_table_model(splits, c, deadline_unix=time.time() + 60, seed=SEED) for c in ("gbdt", "mlp")}
+    return {c: train_table_model(splits, c, deadline_unix=time.time() + 600, seed=SEED) for c in ("gbdt", "mlp")}
 
 
 # --- penguins: classification with categorical columns and missing values -------------------------
@@ -274,7 +274,7 @@ def test_binary_classification_exports_two_columns(tmp_path: pathlib.Path) -> No
     spec = TableSpec(task="classification", label_column="sex", features=features, classes=["female", "male"])
     splits = _write_and_load(tmp_path, frame, spec, stratify=True)
     for candidate in ("gbdt", "mlp"):
-        outcome = train_table_model(splits, candidate, {"search": [{}]}, deadline_unix=time.time() + 30)
+        outcome = train_table_model(splits, candidate, {"search": [{}]}, deadline_unix=time.time() + 600)
         assert outcome.test_metrics["accuracy"] > 0.8
         path = tmp_path / f"{candidate}.onnx"
         export_table_onnx(outcome.pipeline, spec, path)
@@ -294,7 +294,7 @@ def test_column_names_are_kept_exactly(tmp_path: pathlib.Path) -> None:
                      classes=sorted(frame["species"].unique()))
     splits = _write_and_load(tmp_path, frame, spec, stratify=True)
     for candidate in ("gbdt", "mlp"):
-        outcome = train_table_model(splits, candidate, {"search": [{}]}, deadline_unix=time.time() + 30)
+        outcome = train_table_model(splits, candidate, {"search": [{}]}, deadline_unix=time.time() + 600)
         path = tmp_path / f"{candidate}.onnx"
         export_table_onnx(outcome.pipeline, spec, path)
         proto = onnx.load(str(path))
@@ -384,7 +384,7 @@ def test_mixed_types_regression(tmp_path: pathlib.Path) -> None:
                                           "s2": 100, "s3": 50, "s4": 4, "s5": 4.6, "s6": 90})
         assert one.shape == (1,) and math.isfinite(float(one[0]))
     # Only the most frequent categories get a column; the rest are encoded as unseen, in ONNX too.
-    capped = train_table_model(splits, "mlp", {"max_categories": 2, "search": [{}]}, deadline_unix=time.time() + 30)
+    capped = train_table_model(splits, "mlp", {"max_categories": 2, "search": [{}]}, deadline_unix=time.time() + 600)
     onehot = capped.pipeline.named_steps["preprocess"].named_transformers_["categorical"].named_steps["onehot"]
     counts = splits.X_train["bp band.cat"].fillna("missing").value_counts()
     assert list(onehot.categories_[0]) == sorted(counts.index[:2])
