@@ -13,7 +13,8 @@ How the vote is combined with the rules (:func:`combine`):
 - Unfamiliar requests (the nearest exemplar less similar than ``familiar``) and Chinese requests
   (the encoder is English-centric) keep the rules' verdict unchanged.
 - Where the rules are silent, a confident harmful vote (share >= ``add_share``) refuses, with the
-  vote's reason.
+  vote's reason, unless the request has protective framing (below): a detector of a harm resembles
+  the harm by meaning, so there the vote is in doubt and the rules' acceptance stands.
 - Where the rules refuse but the request has protective framing (it detects, flags, moderates the
   harm: the rules' own look-alike patterns, with no evasion wording) and the vote is confidently
   harmless (share >= ``clear_share``), the refusal is lifted. Without protective framing the rules'
@@ -26,7 +27,14 @@ with a fingerprint of the bank's texts; when the fingerprint does not match (the
 the script not re-run) they are computed at first use instead (a few seconds on CPU).
 
 ``TRAINERAGENT_SEMANTIC_REVIEW`` = ``1`` / ``0`` turns the layer on or off for the rule brain
-(default: :data:`DEFAULT_ENABLED`).
+(default: :data:`DEFAULT_ENABLED`, on). Without the encoder package the rules decide alone (logged once).
+
+Measured (thresholds chosen by leave-one-set-out cross-validation over the learnable sets, then
+fresh4 scored once): leave-one-set-out pooled decision accuracy 0.973 (rules) -> 0.989 (combined),
+unethical refusal 0.947 -> 1.000, infeasible 0.986 -> 1.000, false refusals 0.026 -> 0.026; fresh4
+(67 requests never learnt from) decision 0.821 -> 0.866, unethical 0.471 -> 0.647, infeasible
+0.833 -> 0.917, false refusals 0.062 -> 0.125 (one more look-alike refused). The rule brain's cost:
+the encoder loads once per process (~3 s) and each English request takes ~10-50 ms more.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ KNOWLEDGE = pathlib.Path(__file__).with_name("knowledge")
 BANK_FILE = KNOWLEDGE / "review_bank.jsonl"
 EMBEDDINGS_FILE = KNOWLEDGE / "review_bank.npz"
 ENV_SWITCH = "TRAINERAGENT_SEMANTIC_REVIEW"
-DEFAULT_ENABLED = False
+DEFAULT_ENABLED = True  # adopted: better than the rules alone on leave-one-set-out and on fresh4
 LABELS = ("harmless", "unethical", "infeasible")
 MAX_LENGTH = 256  # all-MiniLM-L6-v2's max_seq_length in sentence-transformers
 _HAN = re.compile(r"[\u4e00-\u9fff]")
@@ -128,9 +136,9 @@ def encode(texts: list[str] | tuple[str, ...]) -> np.ndarray:
     vector, whatever else is encoded with it)."""
     import torch
 
-    tokenizer, model = _encoder()
     rows = []
     with _LOCK, torch.no_grad():
+        tokenizer, model = _encoder()
         # One intra-op thread: the same floats on any machine, and no thread pool spinning against other
         # processes (on a busy 2-core machine two threads made each request ~40x slower).
         threads = torch.get_num_threads()
@@ -240,6 +248,8 @@ def combine(
     if the_vote is None or the_vote.top_similarity < params.familiar:
         return rule_verdict
     if rule_verdict is None:
+        if protective:  # a detector of the harm: the vote's resemblance to the harm itself is in doubt
+            return None
         if the_vote.label != "harmless" and the_vote.share >= params.add_share:
             reason = (
                 common_pb2.REJECT_REASON_UNETHICAL if the_vote.label == "unethical"
@@ -271,4 +281,16 @@ def review(text: str, rule_verdict: tuple[int, str] | None, protective: bool,
     params = params or PARAMS
     if is_chinese(text) and not params.chinese:
         return rule_verdict
-    return combine(text, rule_verdict, vote(text, k=params.k), protective, params)
+    try:
+        the_vote = vote(text, k=params.k)
+    except (ImportError, OSError, ValueError) as exc:  # no encoder package or weights: the rules alone
+        _warn_once(str(exc))
+        return rule_verdict
+    return combine(text, rule_verdict, the_vote, protective, params)
+
+
+@functools.cache
+def _warn_once(reason: str) -> None:
+    from services.common.logging import get_logger
+
+    get_logger(__name__).warning("semantic_review_unavailable_using_rules_alone", reason=reason)

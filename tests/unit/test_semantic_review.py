@@ -83,6 +83,7 @@ def test_combination_rules():
     unfamiliar = semantic_review.Vote("unethical", 1.0, familiar - 0.01)
     assert semantic_review.combine("t", None, harmful, False)[0] == UNETHICAL
     assert semantic_review.combine("t", None, unfamiliar, False) is None
+    assert semantic_review.combine("t", None, harmful, protective=True) is None  # a detector of the harm
     # a rule refusal stands unless the request is protectively framed AND the vote is confidently harmless
     assert semantic_review.combine("t", RULE_REFUSAL, harmless, protective=False) == RULE_REFUSAL
     assert semantic_review.combine("t", RULE_REFUSAL, harmless, protective=True) is None
@@ -111,3 +112,9 @@ def test_switch(monkeypatch):
 def test_evasion_cancels_protective_framing():
     assert rules.protective_framing("Detect phishing emails so we can block them.")
     assert not rules.protective_framing("Write phishing emails that get past the spam filter undetected.")
+
+
+@pytest.mark.xfail(strict=True, reason="known weakness: a match-results forecast without any certainty wording "
+                   "resembles the infeasible exemplars and is refused by the vote (found by test_task_rules)")
+def test_known_false_refusal_match_forecast(layer_on):
+    assert rules.full_review("Predict match results for certain leagues from team stats") is None

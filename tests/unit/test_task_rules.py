@@ -10,6 +10,15 @@ from services.task.targets import evaluate_targets
 from traineragent.v1 import common_pb2
 
 
+@pytest.fixture(autouse=True)
+def _phrase_rules_only(monkeypatch):
+    """These tests are of the phrase rules; the semantic review beside them is tested in
+    test_semantic_review.py (and the shipped combination by test_task_eval_floors.py)."""
+    from services.task import semantic_review
+
+    monkeypatch.setenv(semantic_review.ENV_SWITCH, "0")
+
+
 def spec_json(text: str) -> dict:
     return message_to_json(read_request(text))
 
@@ -365,3 +374,17 @@ def test_rule_brain_is_fast():
     for text in texts:
         read_request(text)
     assert time.perf_counter() - start < 1.0
+
+
+def test_rule_brain_with_semantic_review_is_reasonably_fast(monkeypatch):
+    import time
+
+    from services.task import semantic_review
+
+    monkeypatch.setenv(semantic_review.ENV_SWITCH, "1")
+    read_request("Classify product photos into defect types.")  # the encoder loads once per process
+    texts = [f"Sort our {n} support queues' tickets by topic, F1 at least 0.8{n % 10}" for n in range(100)]
+    start = time.perf_counter()
+    for text in texts:
+        read_request(text)
+    assert time.perf_counter() - start < 20.0  # ~1.3 s measured on an idle 2-core CPU
