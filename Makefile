@@ -69,8 +69,10 @@ lint: install
 	$(VENV)/bin/ruff check .
 	bash scripts/lint_protos.sh
 
-bench: install $(DEMO_DATA)
-	$(PY) scripts/bench.py
+# BENCH_JOBS: digits (default), text, species, body_mass, or all.
+BENCH_JOBS ?= digits
+bench: install
+	$(PY) scripts/bench.py --jobs $(BENCH_JOBS)
 
 eval-task: install
 	$(PY) scripts/eval_task.py

@@ -109,24 +109,38 @@ def render_job(job: common_pb2.Job, console: Console) -> None:
             console.print(f"  {q.id}: {q.text}{choices}", markup=False, highlight=False)
     if job.data_report.num_examples:
         d = job.data_report
-        console.print(f"Data: {d.num_examples} examples, {len(d.classes)} classes, split "
+        what = f"{len(d.classes)} classes" if d.classes else "a number to predict"
+        if d.label_column:
+            what += f" in {d.label_column!r}"
+        if d.input_columns:
+            shown = ", ".join(d.input_columns[:8]) + (", ..." if len(d.input_columns) > 8 else "")
+            what += f", from {shown}"
+        console.print(f"Data: {d.num_examples} examples, {what}; split "
                       f"{d.split_sizes.train}/{d.split_sizes.validation}/{d.split_sizes.test}"
                       + (f", {d.num_dropped} dropped" if d.num_dropped else "")
-                      + (f", {d.num_duplicates} duplicates removed" if d.num_duplicates else ""))
+                      + (f", {d.num_duplicates} duplicates removed" if d.num_duplicates else ""),
+                      markup=False, highlight=False)
+        for warning in list(d.warnings)[:5]:
+            console.print(f"  note: {warning}", markup=False, highlight=False)
     if job.model_report.candidate:
         m = job.model_report
         table = Table(title="Candidates (best first)", show_lines=False)
-        for column in ("", "candidate", "val acc", "epochs", "params", "ONNX ms", "device"):
+        metric = m.selection_metric or "accuracy"
+        for column in ("", "candidate", f"val {metric}", "epochs", "params", "ONNX ms", "device"):
             table.add_column(column, no_wrap=True)
         for t in m.leaderboard:
             mark = "*" if t.trial_id == m.best_trial_id else ""
             if t.error:
                 table.add_row(mark, t.candidate, "failed", "", "", "", t.error[:40])
                 continue
-            table.add_row(mark, t.candidate, f"{t.validation_metrics.get(m.selection_metric or 'accuracy', 0):.4f}",
+            table.add_row(mark, t.candidate, f"{t.validation_metrics.get(metric, 0):.4f}",
                           str(t.epochs), f"{t.num_parameters:,}", f"{t.onnx_latency_ms:.3f}", t.device)
         console.print(table)
         console.print(f"Chosen: {m.reasoning}", markup=False, highlight=False)
+        if m.rejected:
+            console.print("Not chosen:")
+            for line in list(m.rejected)[:8]:
+                console.print(f"  - {line}", markup=False, highlight=False)
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(m.test_metrics.items()))
         console.print(f"Test metrics: {metrics}")
     if len(job.history) > 1:
@@ -146,10 +160,20 @@ def render_job(job: common_pb2.Job, console: Console) -> None:
         console.print(f"Endpoint: {dep.endpoint}  model {dep.model_name}  (Open Inference Protocol v2, gRPC)")
         console.print(f"Latency through the endpoint: p50 {dep.latency_ms.p50:.2f} ms, p95 {dep.latency_ms.p95:.2f} ms, "
                       f"p99 {dep.latency_ms.p99:.2f} ms; bare ONNX p50 {dep.raw_onnx_latency_ms.p50:.3f} ms")
-        console.print(f"Try it: trainer-agent predict {dep.model_name} IMAGE.png   |   "
-                      f"export: trainer-agent export {job.job_id} --out DIR")
+        console.print(f"Try it: trainer-agent predict {dep.model_name} {_predict_hint(dep)}   |   "
+                      f"export: trainer-agent export {job.job_id} --out DIR", markup=False, highlight=False)
     if job.stage_seconds:
         ordered = [stage_name(s) for s in STAGES if stage_name(s) in job.stage_seconds]
         console.print("Stage seconds: " + ", ".join(f"{k} {job.stage_seconds[k]:.1f}" for k in ordered))
     if job.HasField("targets_met"):
         console.print("[green]All targets met.[/green]" if job.targets_met else f"[yellow]{job.summary}[/yellow]")
+
+
+def _predict_hint(deployment: common_pb2.Deployment) -> str:
+    """What to send this endpoint from the shell, by its task."""
+    if deployment.task_type == common_pb2.TASK_TYPE_TEXT_CLASSIFICATION:
+        return '--text "a message to classify"'
+    if deployment.task_type in (common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION, common_pb2.TASK_TYPE_TABULAR_REGRESSION):
+        columns = [name for name in deployment.inputs][:3]
+        return "--row '{" + ", ".join(f'"{c}": ...' for c in columns) + (", ..." if len(deployment.inputs) > 3 else "") + "}'"
+    return "IMAGE.png"

@@ -1,6 +1,9 @@
-"""make bench — the digits job end to end on a fresh embedded stack, with the figures the notes report.
+"""make bench — demo jobs end to end on a fresh embedded stack, with the figures the notes report.
 
-Prints wall time of each stage and of the whole job, test accuracy, the endpoint's latency
+`make bench` runs the digits job; `scripts/bench.py --jobs all` also the chat-topics text job and the
+penguins species and body-mass table jobs, each beside its plain scikit-learn baseline (TF-IDF +
+logistic regression, HistGradientBoosting) trained and scored on the job's own split.
+Prints wall time of each stage and of the whole job, test metrics, the endpoint's latency
 (p50/p95/p99, single requests from another process after warm-up), and the bare onnxruntime
 latency of the same model on the same input (the serving overhead is the difference). Writes the
 same figures as JSON to bench-results.json. Timings vary with the machine: they belong here, not
@@ -9,6 +12,8 @@ in tests.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import pathlib
 import shutil
@@ -21,16 +26,93 @@ sys.path.insert(0, str(ROOT))
 
 from cli.client import GatewayClient  # noqa: E402
 from cli.launcher import DEFAULT_PORTS, Stack, free_port  # noqa: E402
-from services.data.demo import write_digits_folder  # noqa: E402
+from services.common.artifacts import NatsArtifactStore  # noqa: E402
+from services.common.bus import Bus  # noqa: E402
+from services.common.table_dataset import load_table_dataset  # noqa: E402
+from services.common.text_dataset import load_text_dataset  # noqa: E402
+from services.data.demo import write_chat_topics_csv, write_digits_folder, write_penguins_csv  # noqa: E402
+from services.model import baselines  # noqa: E402
 from traineragent.v1 import common_pb2  # noqa: E402
 
-REQUEST = "Recognise handwritten digits, at least 97% accuracy, under 5 ms per image"
+JOBS = {
+    "digits": ("Recognise handwritten digits, at least 97% accuracy, under 5 ms per image", "digits"),
+    "text": ("Classify chat messages by topic, at least 85% accuracy", "chat-topics.csv"),
+    "species": ("Predict the penguin species from its measurements", "penguins.csv"),
+    "body_mass": ("Predict a penguin's body mass in grams, MAE under 300", "penguins.csv"),
+}
 
 
-def main() -> int:
+def _write_data(state: pathlib.Path) -> None:
+    write_digits_folder(state / "digits")
+    write_chat_topics_csv(state / "chat-topics.csv")
+    write_penguins_csv(state / "penguins.csv")
+
+
+def _baseline(stack: Stack, job: common_pb2.Job, scratch: pathlib.Path) -> dict | None:
+    """The plain scikit-learn baseline on the job's own split (text and tables)."""
+    task = job.data_report.task_type
+    if task not in (common_pb2.TASK_TYPE_TEXT_CLASSIFICATION, common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION,
+                    common_pb2.TASK_TYPE_TABULAR_REGRESSION):
+        return None
+
+    async def fetch() -> pathlib.Path:
+        bus = await Bus.connect(f"nats://127.0.0.1:{stack.ports['nats']}", name="bench")
+        try:
+            return await NatsArtifactStore(bus.js).get_to_file(job.data_report.dataset_artifact,
+                                                              scratch / f"{job.job_id}.parquet")
+        finally:
+            await bus.close()
+
+    path = asyncio.run(fetch())
+    if task == common_pb2.TASK_TYPE_TEXT_CLASSIFICATION:
+        return {"tfidf_logreg_test_accuracy": round(baselines.tfidf_accuracy(load_text_dataset(path)), 4)}
+    splits = load_table_dataset(path)
+    name = "hgb_test_accuracy" if splits.spec.task == "classification" else "hgb_test_mae"
+    return {name: round(baselines.hgb_score(splits), 4)}
+
+
+def _run_job(client: GatewayClient, stack: Stack, request: str, data: pathlib.Path, scratch: pathlib.Path) -> dict:
+    t1 = time.monotonic()
+    upload = client.upload(data)
+    upload_s = time.monotonic() - t1
+    job = client.submit(request, common_pb2.DatasetRef(upload_id=upload.upload_id))
+    for event in client.watch(job.job_id):
+        if event.kind == common_pb2.EVENT_KIND_STATE_CHANGED and event.state in (4, 5, 6, 7):
+            break
+    job_s = time.monotonic() - t1
+    job = client.get_job(job.job_id)
+    dep = job.deployment
+    return {
+        "request": request,
+        "state": common_pb2.JobState.Name(job.state),
+        "upload_s": round(upload_s, 2),
+        "job_wall_s": round(job_s, 2),
+        "stage_seconds": dict(job.stage_seconds),
+        "chosen": job.model_report.candidate,
+        "device": job.model_report.leaderboard[0].device if job.model_report.leaderboard else None,
+        "test_metrics": {k: round(v, 4) for k, v in job.model_report.test_metrics.items()},
+        "baseline": _baseline(stack, job, scratch),
+        "endpoint_latency_ms": {"p50": dep.latency_ms.p50, "p95": dep.latency_ms.p95, "p99": dep.latency_ms.p99,
+                                "throughput_rps": dep.latency_ms.throughput_rps},
+        "raw_onnx_latency_ms": {"p50": dep.raw_onnx_latency_ms.p50, "p95": dep.raw_onnx_latency_ms.p95},
+        "serving_overhead_p50_ms": round(dep.latency_ms.p50 - dep.raw_onnx_latency_ms.p50, 4),
+        "targets_met": job.targets_met,
+        "trials": [{"candidate": t.candidate, "validation": {k: round(v, 4) for k, v in t.validation_metrics.items()},
+                    "epochs": t.epochs, "train_s": t.train_seconds, "params": t.num_parameters}
+                   for t in job.model_report.leaderboard],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", default="digits", help=f"comma-separated, of {', '.join(JOBS)} (or 'all')")
+    args = parser.parse_args(argv)
+    names = list(JOBS) if args.jobs == "all" else [n.strip() for n in args.jobs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in JOBS]
+    if unknown:
+        parser.error(f"unknown jobs {unknown}; choose from {', '.join(JOBS)}")
     state = pathlib.Path(tempfile.mkdtemp(prefix="ta-bench-"))
-    data = state / "digits"
-    write_digits_folder(data)
+    _write_data(state)
     ports = {name: free_port() for name in DEFAULT_PORTS}
     ports["endpoints"] = 40100
     stack = Stack(state_dir=state, ports=ports)
@@ -39,38 +121,14 @@ def main() -> int:
     startup_s = time.monotonic() - t0
     try:
         client = GatewayClient(stack.gateway)
-        t1 = time.monotonic()
-        upload = client.upload(data)
-        upload_s = time.monotonic() - t1
-        job = client.submit(REQUEST, common_pb2.DatasetRef(upload_id=upload.upload_id))
-        for event in client.watch(job.job_id):
-            if event.kind == common_pb2.EVENT_KIND_STATE_CHANGED and event.state in (4, 5, 6, 7):
-                break
-        job_s = time.monotonic() - t1
-        job = client.get_job(job.job_id)
-        dep = job.deployment
-        figures = {
-            "state": common_pb2.JobState.Name(job.state),
-            "stack_startup_s": round(startup_s, 2),
-            "upload_s": round(upload_s, 2),
-            "job_wall_s": round(job_s, 2),
-            "stage_seconds": dict(job.stage_seconds),
-            "chosen": job.model_report.candidate,
-            "device": job.model_report.leaderboard[0].device if job.model_report.leaderboard else None,
-            "test_accuracy": job.model_report.test_metrics.get("accuracy"),
-            "endpoint_latency_ms": {"p50": dep.latency_ms.p50, "p95": dep.latency_ms.p95, "p99": dep.latency_ms.p99,
-                                    "throughput_rps": dep.latency_ms.throughput_rps},
-            "raw_onnx_latency_ms": {"p50": dep.raw_onnx_latency_ms.p50, "p95": dep.raw_onnx_latency_ms.p95},
-            "serving_overhead_p50_ms": round(dep.latency_ms.p50 - dep.raw_onnx_latency_ms.p50, 4),
-            "targets_met": job.targets_met,
-            "trials": [{"candidate": t.candidate, "val_accuracy": t.validation_metrics.get("accuracy"),
-                        "epochs": t.epochs, "train_s": t.train_seconds, "params": t.num_parameters}
-                       for t in job.model_report.leaderboard],
-        }
-        print(json.dumps(figures, indent=2))
+        figures: dict = {"stack_startup_s": round(startup_s, 2)}
+        for name in names:
+            request, data = JOBS[name]
+            figures[name] = _run_job(client, stack, request, state / data, state)
+            print(json.dumps({name: figures[name]}, indent=2), flush=True)
         (ROOT / "bench-results.json").write_text(json.dumps(figures, indent=2))
         client.close()
-        return 0 if job.state == common_pb2.JOB_STATE_SUCCEEDED else 1
+        return 0 if all(figures[n]["state"] == "SUCCEEDED" for n in names) else 1
     finally:
         stack.stop()
         shutil.rmtree(state, ignore_errors=True)

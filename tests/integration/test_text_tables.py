@@ -16,18 +16,16 @@ import grpc
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, mean_absolute_error
+from sklearn.metrics import mean_absolute_error
 
 from inference import grpc_predict_v2_pb2 as oip
 from inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from services.common.artifacts import NatsArtifactStore
 from services.common.bus import Bus
-from services.common.table_dataset import TableSplits, canonical_table_frame, load_table_dataset
-from services.common.text_dataset import TextSplits, load_text_dataset
+from services.common.table_dataset import TableSplits, load_table_dataset
+from services.common.text_dataset import load_text_dataset
 from services.data import demo
+from services.model import baselines
 from tests.integration.helpers import follow
 from traineragent.v1 import common_pb2
 
@@ -106,35 +104,6 @@ def _endpoint_table_outputs(deployment: common_pb2.Deployment, splits: TableSpli
     return answers
 
 
-def _tfidf_baseline(splits: TextSplits) -> float:
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-    model = LogisticRegression(max_iter=2000, C=10.0)
-    model.fit(vectorizer.fit_transform(splits.train_texts), splits.train_labels)
-    return float(accuracy_score(splits.test_labels, model.predict(vectorizer.transform(splits.test_texts))))
-
-
-def _hgb_features(splits: TableSplits, split: str) -> pd.DataFrame:
-    frame = canonical_table_frame(splits.features(split), splits.spec)
-    for name in splits.spec.categorical_features:
-        frame[name] = frame[name].astype("category")
-    return frame
-
-
-def _hgb_baseline(splits: TableSplits) -> float:
-    """Plain HistGradientBoosting (native categorical support) on the same train split: test accuracy or MAE."""
-    train, test = _hgb_features(splits, "train"), _hgb_features(splits, "test")
-    for name in splits.spec.categorical_features:
-        categories = train[name].cat.categories
-        test[name] = pd.Categorical(test[name], categories=categories)
-    if splits.spec.task == "classification":
-        model = HistGradientBoostingClassifier(categorical_features="from_dtype", random_state=0)
-        model.fit(train, splits.label_indices("train"))
-        return float(accuracy_score(splits.label_indices("test"), model.predict(test)))
-    model = HistGradientBoostingRegressor(categorical_features="from_dtype", random_state=0)
-    model.fit(train, splits.labels("train").to_numpy())
-    return float(mean_absolute_error(splits.labels("test").to_numpy(), model.predict(test)))
-
-
 def _run(gateway, request: str, data: pathlib.Path, **options) -> tuple[common_pb2.Job, list[common_pb2.JobEvent]]:
     upload = gateway.upload(data)
     job = gateway.submit(request, common_pb2.DatasetRef(upload_id=upload.upload_id),
@@ -169,7 +138,7 @@ def test_text_job_serves_raw_strings_no_worse_than_tfidf(encoder_job, stack, tmp
     labels = _endpoint_text_labels(job.deployment, splits.test_texts)
     predicted = np.asarray([splits.classes.index(label) for label in labels])
     endpoint_accuracy = float(np.mean(predicted == splits.test_labels))
-    baseline = _tfidf_baseline(splits)
+    baseline = baselines.tfidf_accuracy(splits)
     print(f"text: endpoint accuracy {endpoint_accuracy:.4f} ({job.model_report.candidate}), "
           f"TF-IDF+LR {baseline:.4f}, p50 {job.deployment.latency_ms.p50:.3f} ms")
     assert endpoint_accuracy >= baseline - 0.02
@@ -213,7 +182,7 @@ def test_table_classification_takes_a_row_by_column_no_worse_than_hgb(gateway, d
     assert pd.concat([splits.X_train, splits.X_test]).isna().any().any()  # missing values reach the model
     labels = _endpoint_table_outputs(job.deployment, splits, splits.X_test, "label")
     endpoint_accuracy = float(np.mean(np.asarray(labels) == splits.labels("test").to_numpy()))
-    baseline = _hgb_baseline(splits)
+    baseline = baselines.hgb_score(splits)
     print(f"penguin species: endpoint accuracy {endpoint_accuracy:.4f} ({job.model_report.candidate}), "
           f"HGB {baseline:.4f}, p50 {job.deployment.latency_ms.p50:.3f} ms")
     assert endpoint_accuracy >= baseline - 0.02
@@ -229,7 +198,7 @@ def test_table_regression_mae_within_five_percent_of_hgb(gateway, demo_dir, stac
     splits = load_table_dataset(_fetch_artifact(stack, job.data_report.dataset_artifact, tmp_path / "r.parquet"))
     predictions = _endpoint_table_outputs(job.deployment, splits, splits.X_test, "prediction")
     endpoint_mae = float(mean_absolute_error(splits.labels("test").to_numpy(), predictions))
-    baseline = _hgb_baseline(splits)
+    baseline = baselines.hgb_score(splits)
     print(f"penguin body mass: endpoint MAE {endpoint_mae:.2f} ({job.model_report.candidate}), HGB {baseline:.2f}, "
           f"p50 {job.deployment.latency_ms.p50:.3f} ms")
     assert endpoint_mae <= 1.05 * baseline
