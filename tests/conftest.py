@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from cli.client import GatewayClient
-from cli.launcher import DEFAULT_PORTS, Stack, free_port
+from cli.launcher import DEFAULT_PORTS, Stack, free_port, nats_server_binary, port_open
 from tests.tools.scripted_openai import ScriptedOpenAI
 
 # Tests turn the training budget down; the pipeline is the same.
@@ -63,3 +65,18 @@ def gateway(stack: Stack) -> Iterator[GatewayClient]:
     client = GatewayClient(stack.gateway, timeout_s=60)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="module")
+def nats_url(tmp_path_factory):
+    """A bare nats-server with JetStream of the module's own (for tests of one service's parts)."""
+    port = free_port()
+    process = subprocess.Popen([nats_server_binary(), "-js", "-sd", str(tmp_path_factory.mktemp("nats")),
+                                "-a", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not port_open(port):
+        assert time.monotonic() < deadline, "nats-server did not start"
+        time.sleep(0.05)
+    yield f"nats://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)

@@ -4,30 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import time
 
 import pytest
 
-from cli.launcher import free_port, nats_server_binary, port_open
 from services.common.artifacts import NatsArtifactStore
 from services.common.bus import Bus, new_id
 from services.common.errors import NotFound
 from traineragent.v1 import common_pb2
-
-
-@pytest.fixture(scope="module")
-def nats_url(tmp_path_factory):
-    port = free_port()
-    process = subprocess.Popen([nats_server_binary(), "-js", "-sd", str(tmp_path_factory.mktemp("nats")),
-                                "-a", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while not port_open(port):
-        assert time.monotonic() < deadline, "nats-server did not start"
-        time.sleep(0.05)
-    yield f"nats://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
 
 
 @pytest.mark.asyncio

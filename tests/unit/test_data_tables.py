@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from cli.client import is_uploadable
-from cli.launcher import free_port, nats_server_binary, port_open
 from gateway.service import GatewayServicer
 from services.common.artifacts import NatsArtifactStore
 from services.common.bus import Bus, new_id
@@ -447,18 +444,6 @@ def test_demo_penguins(tmp_path: Path) -> None:
 # --- the agent, with a real NATS ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def nats_url(tmp_path_factory):
-    port = free_port()
-    process = subprocess.Popen([nats_server_binary(), "-js", "-sd", str(tmp_path_factory.mktemp("nats")),
-                                "-a", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while not port_open(port):
-        assert time.monotonic() < deadline, "nats-server did not start"
-        time.sleep(0.05)
-    yield f"nats://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
 
 
 async def _upload(store: NatsArtifactStore, path: Path) -> str:
