@@ -97,7 +97,7 @@ def render_job(job: common_pb2.Job, console: Console) -> None:
     console.print(f"Request: {job.request}", markup=False, highlight=False)
     spec = job.task_spec
     if spec.decision:
-        console.print(f"Task: {enum_to_json(common_pb2.TaskType.DESCRIPTOR, spec.task_type)} "
+        console.print(f"Task: {enum_to_json(common_pb2.TaskType.DESCRIPTOR, spec.task_type) or 'not decided yet'} "
                       f"({spec.brain and enum_to_json(common_pb2.Brain.DESCRIPTOR, spec.brain)} brain) — "
                       f"{spec.explanation}", markup=False, highlight=False)
     if job.HasField("error"):

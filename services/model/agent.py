@@ -137,7 +137,7 @@ class ModelAgent:
                 raise TrainingError(f"the chosen model's bundle {report.bundle_artifact} is missing from the store")
             await self._event(
                 job_id, op, common_pb2.STAGE_EXPORT, common_pb2.EVENT_KIND_STAGE_FINISHED,
-                f"ONNX model {report.model_size_mb:.2f} MB; parity with PyTorch: max |diff| "
+                f"ONNX model {report.model_size_mb:.2f} MB; parity with the trained model: max |diff| "
                 f"{report.parity_max_abs_diff:.2e}",
                 model_report=report,
             )
@@ -329,6 +329,9 @@ def choose(spec: common_pb2.TaskSpec, results: list[common_pb2.TrialResult], *, 
         why = fits(r)
         if why:
             rejected.append(f"{r.trial_id} ({r.candidate}): {'; '.join(why)}")
+        elif _score(r, metric, higher) == _score(best, metric, higher):
+            rejected.append(f"{r.trial_id} ({r.candidate}): tied at validation {metric} "
+                            f"{r.validation_metrics.get(metric, 0.0):.4f}; the smaller model was kept")
         else:
             rejected.append(
                 f"{r.trial_id} ({r.candidate}): validation {metric} {r.validation_metrics.get(metric, 0.0):.4f} "

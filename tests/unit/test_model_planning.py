@@ -246,3 +246,11 @@ def test_a_candidate_that_cannot_learn_the_format_is_refused(table_artifact, tmp
     with pytest.raises(InvalidArgument, match="cannot learn a table dataset; candidates that can: gbdt, mlp"):
         trials.run_trial(_trial_spec("ngram_bag", TEXT), table_artifact, tmp_path, device="cpu",
                          deadline_unix=time.time() + 10)
+
+
+def test_a_tie_keeps_the_smaller_model_and_says_so():
+    spec = _spec(common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION)
+    report = choose(spec, [_trial("t1-gbdt", "gbdt", {"accuracy": 1.0}, params=2000),
+                           _trial("t2-mlp", "mlp", {"accuracy": 1.0}, params=9000)], task="tabular_classification")
+    assert report.candidate == "gbdt"
+    assert report.rejected == ["t2-mlp (mlp): tied at validation accuracy 1.0000; the smaller model was kept"]
