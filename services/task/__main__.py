@@ -12,6 +12,7 @@ from traineragent.v1 import task_pb2, task_pb2_grpc
 async def build(bus: Bus, settings: Settings):  # noqa: ANN201
     clients = ServiceClients(settings.task_addr, settings.data_addr, settings.model_addr, settings.server_addr)
     agent = TaskAgent(bus, clients, settings)
+    agent.start_warm_up()
     await agent.resume()
     servicer = TaskServicer(agent)
     return [lambda server: task_pb2_grpc.add_TaskServiceServicer_to_server(servicer, server)], agent.close

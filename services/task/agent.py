@@ -74,6 +74,7 @@ class TaskAgent:
         self.clients = clients
         self.settings = settings
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     # --- calls ---------------------------------------------------------------------------------
 
@@ -175,6 +176,20 @@ class TaskAgent:
         return job
 
     # --- lifecycle ---------------------------------------------------------------------------------
+
+    def start_warm_up(self) -> None:
+        """Read one harmless request in the background so the first job's review does not wait for the
+        rule brain's one-time loads (its semantic review encoder takes a few seconds)."""
+
+        def warm() -> None:
+            try:
+                brain.read_request("Classify photos of cats and dogs, at least 90% accuracy", self.settings, "rules")
+            except Exception:  # noqa: BLE001 - warming is best effort; the first job loads it instead
+                log.warning("warm_up_failed", exc_info=True)
+
+        task = asyncio.create_task(asyncio.to_thread(warm), name="task-agent-warm-up")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def resume(self) -> None:
         """Pick up every job that was pending or running when the service stopped."""
