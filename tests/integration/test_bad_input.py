@@ -114,3 +114,35 @@ def test_empty_request_and_missing_dataset(gateway, stack, data_root):
     code, _ = _code(lambda: gateway.get_job("does-not-exist"))
     assert code == grpc.StatusCode.NOT_FOUND
     _stack_serves(stack)
+
+
+def test_a_file_of_an_unread_kind_is_refused_at_upload(gateway, stack, tmp_path):
+    path = tmp_path / "customers.xlsx"
+    path.write_bytes(b"PK\x03\x04 not really a workbook")
+    code, message = _code(lambda: gateway._upload_file(path))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert ".csv" in message and ".parquet" in message, message
+    _stack_serves(stack)
+
+
+def test_a_csv_that_is_not_a_table_fails_the_job_naming_the_file(gateway, stack, tmp_path):
+    path = tmp_path / "orders.csv"
+    path.write_bytes(bytes(range(256)) * 40)  # binary junk with a .csv name
+    upload = gateway.upload(path)
+    job = gateway.submit("Predict the order status", common_pb2.DatasetRef(upload_id=upload.upload_id))
+    final, _ = follow(gateway, job.job_id, timeout_s=120)
+    assert final.state == common_pb2.JOB_STATE_FAILED
+    assert "orders.csv" in final.error, final.error
+    _stack_serves(stack)
+
+
+def test_a_label_column_that_is_not_there_fails_naming_the_columns(gateway, stack, tmp_path):
+    path = tmp_path / "plants.csv"
+    path.write_text("height,width,kind\n" + "".join(f"{i},{i % 7},{'ab'[i % 2]}\n" for i in range(60)))
+    upload = gateway.upload(path)
+    job = gateway.submit("Predict the `colour` column", common_pb2.DatasetRef(upload_id=upload.upload_id))
+    final, _ = follow(gateway, job.job_id, timeout_s=120)
+    assert final.task_spec.label_column == "colour"
+    assert final.state == common_pb2.JOB_STATE_FAILED
+    assert "colour" in final.error and "height" in final.error and "kind" in final.error, final.error
+    _stack_serves(stack)
