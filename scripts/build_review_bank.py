@@ -25,11 +25,13 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.task import semantic_review  # noqa: E402
+from services.task import semantic_review, zh_review  # noqa: E402
 from services.task.evaluation import load_set  # noqa: E402
 
 SET_DIR = ROOT / "tests" / "task_eval"
 LEARNABLE_SETS = ("tuning", "tuning2", "heldout", "heldout2", "fresh3")
+# the Chinese opinion (services/task/zh_review.py) may also learn from fresh4 (scored once, before it)
+LEARNABLE_SETS_ZH = (*LEARNABLE_SETS, "fresh4")
 CONCEPTS = semantic_review.KNOWLEDGE / "review_concepts.jsonl"
 LABEL_OF_CATEGORY = {
     "accept": "harmless",
@@ -53,6 +55,85 @@ def bank_entries(sets: tuple[str, ...] = LEARNABLE_SETS) -> list[dict]:
             entries.append({"text": concept["text"], "label": concept["label"], "category": concept["category"],
                             "lang": "en", "source": "concept", "id": ""})
     return entries
+
+
+def zh_bank_entries(sets: tuple[str, ...] = LEARNABLE_SETS_ZH) -> list[dict]:
+    """The Chinese items of the sets, then the Chinese concept descriptions (zh_review's bank)."""
+    entries = []
+    for name in sets:
+        for item in load_set(SET_DIR / f"{name}.jsonl"):
+            if item["lang"] == "zh":
+                entries.append({"text": item["text"], "label": LABEL_OF_CATEGORY[item["category"]],
+                                "category": item["category"], "source": name, "id": item["id"]})
+    for line in zh_review.CONCEPTS_FILE.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            concept = json.loads(line)
+            entries.append({"text": concept["text"], "label": concept["label"], "category": concept["category"],
+                            "source": "concept", "id": ""})
+    return entries
+
+
+def write_zh_bank(sets: tuple[str, ...] = LEARNABLE_SETS_ZH) -> int:
+    entries = zh_bank_entries(sets)
+    with zh_review.BANK_FILE.open("w", encoding="utf-8") as out:
+        for entry in entries:
+            out.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    return len(entries)
+
+
+ZH_GRID = {"k": (3, 5, 7, 9), "familiar": (0.15, 0.2, 0.25, 0.3, 0.35, 0.4),
+           "add_share": (0.6, 0.7, 0.8, 0.9), "clear_share": (0.6, 0.7, 0.8, 0.9)}
+
+
+def cross_validate_zh(sets: tuple[str, ...] = LEARNABLE_SETS_ZH, grid: dict | None = None) -> dict:
+    """Leave-one-set-out over the Chinese items: the rules alone, and rules + zh opinion for every
+    parameter combination of ``grid``; the best one (decision accuracy, then unethical and infeasible
+    refusal, then fewer false refusals, then the plainer setting) with its figures."""
+    import itertools
+    import os
+
+    from services.task.evaluation import evaluate, plan_with_rules
+
+    grid = grid or ZH_GRID
+    entries = zh_bank_entries(sets)
+    full = zh_review.Bank(tuple(e["text"] for e in entries), tuple(e["label"] for e in entries),
+                          tuple(e["source"] for e in entries))
+    folds = {name: full.without(name) for name in sets}
+    items = [item for name in sets for item in load_set(SET_DIR / f"{name}.jsonl") if item["lang"] == "zh"]
+    source_of = {item["text"]: name for name in sets
+                 for item in load_set(SET_DIR / f"{name}.jsonl") if item["lang"] == "zh"}
+    saved = (zh_review.load_bank, zh_review.PARAMS, os.environ.get(semantic_review.ENV_SWITCH),
+             os.environ.get(zh_review.ENV_SWITCH))
+
+    def plan(text: str) -> dict:
+        zh_review.load_bank = lambda: folds[source_of[text]]
+        return plan_with_rules(text)
+
+    out: dict = {"n": len(items)}
+    try:
+        os.environ[semantic_review.ENV_SWITCH] = "1"
+        os.environ[zh_review.ENV_SWITCH] = "0"
+        out["rules"] = evaluate(items, plan)
+        os.environ[zh_review.ENV_SWITCH] = "1"
+        results = []
+        for k, familiar, add, clear in itertools.product(*(grid[key] for key in ZH_GRID)):
+            zh_review.PARAMS = semantic_review.Params(k=k, familiar=familiar, add_share=add, clear_share=clear,
+                                                      chinese=True)
+            figures = evaluate(items, plan)
+            key = (round(figures["decision_accuracy"], 6), figures["unethical_refusal_rate"],
+                   figures["infeasible_refusal_rate"], -figures["false_refusal_rate"], familiar, add, clear, -k)
+            results.append((key, zh_review.PARAMS, figures))
+        results.sort(key=lambda r: r[0], reverse=True)
+        out["best_params"], out["combined"] = results[0][1], results[0][2]
+        out["top"] = [(r[1], r[2]) for r in results[:10]]
+    finally:
+        zh_review.load_bank, zh_review.PARAMS = saved[0], saved[1]
+        for name, value in ((semantic_review.ENV_SWITCH, saved[2]), (zh_review.ENV_SWITCH, saved[3])):
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return out
 
 
 def cross_validate(sets: tuple[str, ...] = LEARNABLE_SETS) -> dict[str, dict[str, dict]]:
@@ -92,7 +173,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=list(LEARNABLE_SETS))
     parser.add_argument("--cv", action="store_true", help="print leave-one-set-out figures, build nothing")
+    parser.add_argument("--cv-zh", action="store_true",
+                        help="leave-one-set-out over the Chinese items for the zh opinion's thresholds")
+    parser.add_argument("--zh-only", action="store_true", help="write only the Chinese bank (no encoder)")
     args = parser.parse_args(argv)
+    if args.cv_zh:
+        from services.task.evaluation import format_report
+
+        result = cross_validate_zh()
+        print(format_report("Chinese items, rules (+ English layer, silent on Chinese)", result["rules"]))
+        print(f"best: {result['best_params']}")
+        print(format_report("Chinese items, rules + zh opinion (leave-one-set-out)", result["combined"],
+                            show_errors=True))
+        for params, figures in result["top"]:
+            print(f"  {params.k} {params.familiar} {params.add_share} {params.clear_share}: "
+                  f"dec {figures['decision_accuracy']:.3f} uneth {figures['unethical_refusal_rate']:.3f} "
+                  f"inf {figures['infeasible_refusal_rate']:.3f} fr {figures['false_refusal_rate']:.3f}")
+        return 0
+    count_zh = write_zh_bank()
+    print(f"{count_zh} Chinese exemplars -> {zh_review.BANK_FILE.name}")
+    if args.zh_only:
+        return 0
     if args.cv:
         from services.task.evaluation import format_report
 

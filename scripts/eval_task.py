@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from services.task.evaluation import evaluate, format_report, load_set, plan_with_rules  # noqa: E402
 
 SET_DIR = ROOT / "tests" / "task_eval"
-SETS = ("heldout", "heldout2", "tuning", "tuning2", "fresh3", "fresh4")
+SETS = ("heldout", "heldout2", "tuning", "tuning2", "fresh3", "fresh4", "fresh5")
 
 
 def _llm_plan():
@@ -54,8 +54,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="score one set only (whoever tunes the rules uses --only tuning / tuning2)")
     parser.add_argument("--semantic", choices=("on", "off"), default=None,
                         help="the rule brain's semantic review layer on or off (default: the setting)")
+    parser.add_argument("--zh", choices=("on", "off"), default=None,
+                        help="the Chinese second opinion (services/task/zh_review.py) on or off")
     args = parser.parse_args(argv)
 
+    if args.zh is not None:
+        import os
+
+        from services.task import zh_review
+
+        os.environ[zh_review.ENV_SWITCH] = "1" if args.zh == "on" else "0"
     if args.semantic is not None:
         import os
 

@@ -10,8 +10,10 @@ similarity, for ``harmless``, ``unethical`` or ``infeasible``.
 
 How the vote is combined with the rules (:func:`combine`):
 
-- Unfamiliar requests (the nearest exemplar less similar than ``familiar``) and Chinese requests
-  (the encoder is English-centric) keep the rules' verdict unchanged.
+- Unfamiliar requests (the nearest exemplar less similar than ``familiar``) keep the rules' verdict
+  unchanged. Chinese requests (the encoder is English-centric) are not embedded: they keep the rules'
+  verdict, or, with ``TRAINERAGENT_ZH_REVIEW`` on, get the character n-gram opinion of
+  services/task/zh_review.py combined the same way.
 - Where the rules are silent, a confident harmful vote (share >= ``add_share``) refuses, with the
   vote's reason, unless the request has protective framing (below): a detector of a harm resembles
   the harm by meaning, so there the vote is in doubt and the rules' acceptance stands.
@@ -280,6 +282,10 @@ def review(text: str, rule_verdict: tuple[int, str] | None, protective: bool,
     """The combined verdict for ``text`` given the rules' verdict (the rule brain's review hook)."""
     params = params or PARAMS
     if is_chinese(text) and not params.chinese:
+        from services.task import zh_review  # a second opinion by character n-grams (off unless adopted)
+
+        if zh_review.enabled():
+            return zh_review.review(text, rule_verdict, protective)
         return rule_verdict
     try:
         the_vote = vote(text, k=params.k)

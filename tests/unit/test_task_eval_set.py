@@ -23,8 +23,9 @@ from services.task.evaluation import (
 SET_DIR = pathlib.Path(__file__).resolve().parent.parent / "task_eval"
 HALVES = ("heldout", "tuning")
 # every labelled set: the two original halves, a second held-out set, a second tuning set, and a
-# first-contact set written after tuning, and a second one (fresh4) written before the semantic review layer
-SETS = ("heldout", "heldout2", "tuning", "tuning2", "fresh3", "fresh4")
+# first-contact set written after tuning, a second one (fresh4) written before the semantic review layer,
+# and fresh5 written before the Chinese second opinion (services/task/zh_review.py)
+SETS = ("heldout", "heldout2", "tuning", "tuning2", "fresh3", "fresh4", "fresh5")
 EXPECTED_KEYS = {
     "decision",
     "reject_reason",
@@ -211,3 +212,10 @@ def test_heldout2_size_and_mix(all_sets):
     assert len(items) >= 80
     assert sum(item["category"] == "lookalike" for item in items) >= 20
     assert sum(item["lang"] == "zh" for item in items) >= len(items) // 4
+
+
+def test_fresh5_size_and_mix(all_sets):
+    items = all_sets["fresh5"]
+    assert len(items) >= 40
+    assert sum(item["lang"] == "zh" for item in items) * 3 >= len(items) * 2
+    assert sum(item["category"] == "lookalike" for item in items) >= 10
