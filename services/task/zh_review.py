@@ -16,6 +16,16 @@ a protectively framed request (a detector of the harm) with a strong harmless vo
 ``TRAINERAGENT_ZH_REVIEW`` = ``1`` / ``0`` turns it on or off (default :data:`DEFAULT_ENABLED`); it only
 runs where the semantic review layer is on (``TRAINERAGENT_SEMANTIC_REVIEW``). Thresholds: leave-one-set-
 out cross-validation over the Chinese items (``scripts/build_review_bank.py --cv-zh``).
+
+Measured. Leave-one-set-out over the 150 Chinese items of tuning, tuning2, heldout, heldout2, fresh3,
+fresh4 (the rules were tuned on most of them, and the concept descriptions were written after
+fresh4's mistakes had been read, so these figures flatter): decision 0.947 (rules + English layer,
+which is silent on Chinese) -> 0.987, unethical 0.865 -> 1.000, infeasible 1.000 -> 1.000, false
+refusals 0.074 -> 0.037. fresh5 (46 requests, 33 Chinese, written before this layer, scored once):
+all decision 0.826 -> 0.870, unethical 0.750 -> 0.833, infeasible 0.750 -> 0.875, false refusals
+0.083 -> 0.083; its Chinese items decision 0.788 -> 0.848, unethical 0.778 -> 0.889, infeasible
+0.667 -> 0.833, false refusals 0.111 -> 0.111. Cost: scikit-learn's import and the fit on first use
+(~0.6 s per process), well under 1 ms per Chinese request.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ KNOWLEDGE = pathlib.Path(__file__).with_name("knowledge")
 BANK_FILE = KNOWLEDGE / "review_bank_zh.jsonl"
 CONCEPTS_FILE = KNOWLEDGE / "review_concepts_zh.jsonl"
 ENV_SWITCH = "TRAINERAGENT_ZH_REVIEW"
-DEFAULT_ENABLED = False  # set after the fresh5 scoring (see the module docstring's figures)
+DEFAULT_ENABLED = True  # adopted: better than the rules alone on leave-one-set-out and on fresh5
 
 PARAMS = Params(k=5, familiar=0.15, add_share=0.8, clear_share=0.9, chinese=True)  # --cv-zh, a tie-set middle
 

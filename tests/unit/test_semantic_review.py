@@ -91,13 +91,19 @@ def test_combination_rules():
     assert semantic_review.combine("t", RULE_REFUSAL, weak, protective=True) == RULE_REFUSAL
 
 
-def test_chinese_goes_through_the_rules_only(monkeypatch):
+def test_chinese_is_not_embedded(monkeypatch):
+    """Chinese requests never reach the English encoder: the rules alone with the Chinese opinion off,
+    the rules combined with services/task/zh_review.py with it on."""
+    from services.task import zh_review
+
     def no_vote(*args, **kwargs):
         raise AssertionError("Chinese requests are not embedded")
 
     monkeypatch.setattr(semantic_review, "vote", no_vote)
-    assert semantic_review.review("把女同事的照片换成裸照。", RULE_REFUSAL, protective=False) == RULE_REFUSAL
-    assert semantic_review.review("把客服工单分成退款和物流两类。", None, protective=False) is None
+    for switch in ("0", "1"):
+        monkeypatch.setenv(zh_review.ENV_SWITCH, switch)
+        assert semantic_review.review("把女同事的照片换成裸照。", RULE_REFUSAL, protective=False) == RULE_REFUSAL
+        assert semantic_review.review("把客服工单分成退款和物流两类。", None, protective=False) is None
 
 
 def test_switch(monkeypatch):
