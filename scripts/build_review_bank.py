@@ -12,6 +12,11 @@ Regenerate after editing a set or the concepts:  .venv/bin/python scripts/build_
 ``--cv`` builds nothing: it prints the leave-one-set-out figures (each learnable set scored with a bank
 that leaves that set out), for the rules alone and for rules + semantic review, the way the layer's
 thresholds (services/task/semantic_review.py ``Params``) were chosen.
+
+The Chinese opinion (services/task/zh_review.py) has its own bank, review_bank_zh.jsonl: the Chinese
+items of the learnable sets and fresh4, plus knowledge/review_concepts_zh.jsonl (written on every build;
+``--zh-only`` writes only it, without the encoder). ``--cv-zh`` prints leave-one-set-out figures over the
+Chinese items for a grid of its thresholds (zh_review ``PARAMS`` is a middle member of the best tie).
 """
 
 from __future__ import annotations
