@@ -179,11 +179,13 @@ class TaskAgent:
 
     def start_warm_up(self) -> None:
         """Read one harmless request in the background so the first job's review does not wait for the
-        rule brain's one-time loads (its semantic review encoder takes a few seconds)."""
+        rule brain's one-time loads (the semantic review encoder takes a few seconds, the Chinese index
+        under one)."""
 
         def warm() -> None:
             try:
-                brain.read_request("Classify photos of cats and dogs, at least 90% accuracy", self.settings, "rules")
+                for text in ("Classify photos of cats and dogs, at least 90% accuracy", "把猫和狗的照片分类，准确率不低于90%"):
+                    brain.read_request(text, self.settings, "rules")
             except Exception:  # noqa: BLE001 - warming is best effort; the first job loads it instead
                 log.warning("warm_up_failed", exc_info=True)
 
