@@ -31,7 +31,6 @@ all decision 0.826 -> 0.870, unethical 0.750 -> 0.833, infeasible 0.750 -> 0.875
 from __future__ import annotations
 
 import functools
-import json
 import os
 import pathlib
 import re
@@ -40,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.task.semantic_review import LABELS, Params, Vote, combine
+from services.task.semantic_review import LABELS, Params, Vote, combine, read_bank_entries
 
 KNOWLEDGE = pathlib.Path(__file__).with_name("knowledge")
 BANK_FILE = KNOWLEDGE / "review_bank_zh.jsonl"
@@ -97,14 +96,8 @@ class Bank:
 
 
 def read_entries(path: pathlib.Path = BANK_FILE) -> list[dict]:
-    entries = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            entry = json.loads(line)
-            if entry["label"] not in LABELS:
-                raise ValueError(f"{path}: label {entry['label']!r} is not one of {LABELS}")
-            entries.append(entry)
-    return entries
+    """The Chinese bank's entries (same JSONL form as the English bank's)."""
+    return read_bank_entries(path)
 
 
 @functools.cache
