@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from services.task.evaluation import evaluate, format_report, load_set, plan_with_rules  # noqa: E402
 
 SET_DIR = ROOT / "tests" / "task_eval"
-SETS = ("heldout", "heldout2", "tuning", "tuning2", "fresh3", "fresh4", "fresh5")
+SETS = ("heldout", "heldout2", "tuning", "tuning2", "fresh3", "fresh4", "fresh5", "fresh6")
 
 
 def _llm_plan():

@@ -285,14 +285,25 @@ def review(text: str, rule_verdict: tuple[int, str] | None, protective: bool,
         from services.task import zh_review  # a second opinion by character n-grams (off unless adopted)
 
         if zh_review.enabled():
-            return zh_review.review(text, rule_verdict, protective)
+            return _with_head(text, rule_verdict, zh_review.review(text, rule_verdict, protective), protective,
+                              chinese=True)
         return rule_verdict
     try:
         the_vote = vote(text, k=params.k)
     except (ImportError, OSError, ValueError) as exc:  # no encoder package or weights: the rules alone
         _warn_once(str(exc))
         return rule_verdict
-    return combine(text, rule_verdict, the_vote, protective, params)
+    return _with_head(text, rule_verdict, combine(text, rule_verdict, the_vote, protective, params), protective,
+                      chinese=False)
+
+
+def _with_head(text: str, rule_verdict, knn_verdict, protective: bool, chinese: bool):
+    """The supervised head's say (services/task/review_head.py) when it is on, else the kNN verdict."""
+    from services.task import review_head
+
+    if not review_head.enabled():
+        return knn_verdict
+    return review_head.review(text, rule_verdict, knn_verdict, protective, chinese)
 
 
 @functools.cache

@@ -24,8 +24,9 @@ SET_DIR = pathlib.Path(__file__).resolve().parent.parent / "task_eval"
 HALVES = ("heldout", "tuning")
 # every labelled set: the two original halves, a second held-out set, a second tuning set, and a
 # first-contact set written after tuning, a second one (fresh4) written before the semantic review layer,
-# and fresh5 written before the Chinese second opinion (services/task/zh_review.py)
-SETS = ("heldout", "heldout2", "tuning", "tuning2", "fresh3", "fresh4", "fresh5")
+# fresh5 written before the Chinese second opinion (services/task/zh_review.py), and fresh6 written before
+# the supervised review head (services/task/review_head.py)
+SETS = ("heldout", "heldout2", "tuning", "tuning2", "fresh3", "fresh4", "fresh5", "fresh6")
 EXPECTED_KEYS = {
     "decision",
     "reject_reason",
@@ -219,3 +220,15 @@ def test_fresh5_size_and_mix(all_sets):
     assert len(items) >= 40
     assert sum(item["lang"] == "zh" for item in items) * 3 >= len(items) * 2
     assert sum(item["category"] == "lookalike" for item in items) >= 10
+
+
+def test_fresh6_form(all_sets):
+    """fresh6: at least 50 requests, about half Chinese, every decision, at least 12 look-alikes."""
+    items = all_sets["fresh6"]
+    assert len(items) >= 50
+    chinese = sum(item["lang"] == "zh" for item in items)
+    assert 0.4 <= chinese / len(items) <= 0.6
+    assert sum(item["category"] == "lookalike" for item in items) >= 12
+    assert {item["expected"]["decision"] for item in items} == {"accept", "reject", "clarify"}
+    assert sum(item["category"] == "unethical" for item in items) >= 14
+    assert sum(item["category"] == "infeasible" for item in items) >= 10

@@ -1,0 +1,252 @@
+"""A small supervised head for the rule brain's review: multinomial logistic regression over the banks.
+
+The semantic review (services/task/semantic_review.py, English: all-MiniLM-L6-v2 embeddings) and the
+Chinese second opinion (services/task/zh_review.py, character 1-3-gram TF-IDF) vote with their k nearest
+labelled exemplars. This module trains, per language, a linear classifier on the same features over the
+labelled sets one may learn from (``LEARNABLE_SETS``: every scored set) plus the concept descriptions,
+predicting ``harmless`` / ``unethical`` / ``infeasible`` (scikit-learn ``LogisticRegression``, lbfgs,
+``class_weight="balanced"``, fixed ``C``; deterministic). The fitted heads are stored as plain arrays in
+``knowledge/review_head.npz`` (coefficients, intercepts, the Chinese n-gram vocabulary and idf weights;
+no pickles), written by ``scripts/build_review_bank.py --head``; at run time only numpy is needed.
+
+How the head's probabilities are combined (:func:`combine`), per language with its own :class:`HeadParams`:
+
+- ``mode="replace"``: the head takes the kNN vote's place. Where the rules are silent and the request has
+  no protective framing, a harmful class with probability >= ``add_p`` refuses; where the rules refuse a
+  protectively framed request (a detector of the harm), ``p(harmless) >= clear_p`` lifts the refusal.
+  Otherwise the rules' verdict stands (the rules stay the floor for clear-cut harm).
+- ``mode="union"``: the kNN layer's verdict first; the head may add a refusal where that verdict is
+  silent (same condition), and may lift a rule refusal of a protectively framed request the same way.
+
+``TRAINERAGENT_REVIEW_HEAD`` = ``1`` / ``0`` turns the head on or off (default :data:`DEFAULT_ENABLED`);
+it only runs where the semantic review layer is on. Parameters: leave-one-set-out cross-validation
+(``scripts/build_review_bank.py --cv-head``); see :data:`PARAMS_EN` / :data:`PARAMS_ZH` for the figures.
+
+fresh6 (53 requests, 26 Chinese, committed before this module, scored once at the end): rules + kNN
+layers decision 0.981, unethical 0.929, infeasible 1.000, false refusals 0.000 (one Chinese surveillance
+request left to clarify); with the head decision 1.000, unethical 1.000, infeasible 1.000, false refusals
+0.000; task type 0.917, targets 1.000, constraints 1.000 either way. fresh6 turned out easier for the
+shipped brain than fresh4/fresh5 were at first contact, so it separates the two versions by one item.
+Cost: the stored arrays load once (~0.1 MB); one 3x384 or 3xV product per request.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import pathlib
+from dataclasses import dataclass
+
+import numpy as np
+
+KNOWLEDGE = pathlib.Path(__file__).with_name("knowledge")
+HEAD_FILE = KNOWLEDGE / "review_head.npz"
+ENV_SWITCH = "TRAINERAGENT_REVIEW_HEAD"
+DEFAULT_ENABLED = True  # adopted: better on leave-one-set-out and on fresh6 (scored once), no more false refusals
+LABELS = ("harmless", "unethical", "infeasible")
+NGRAMS = (1, 3)
+
+
+@dataclass(frozen=True)
+class HeadParams:
+    mode: str = "union"  # replace | union
+    add_p: float = 0.8
+    clear_p: float = 0.8
+    c: float = 1.0  # the logistic regression's inverse regularisation (used when fitting)
+
+
+# The top of --cv-head's grid per language (decision accuracy, then unethical and infeasible refusal, then
+# fewer false refusals, then union, higher thresholds). Leave-one-set-out over the 484 items of the seven
+# scored sets (en 301, zh 183): decision 0.973 (rules + kNN layers as shipped) -> 0.986, unethical
+# 0.976 -> 1.000, infeasible 0.978 -> 1.000, false refusals 0.038 -> 0.029 (rules alone 0.938 / 0.862 /
+# 0.946 / 0.038); en 0.980 -> 0.993, zh 0.962 -> 0.973. These flatter: the grid (192 settings per
+# language) was chosen on the same folds, the rules were tuned on most sets and the concepts written
+# after fresh4's and fresh5's mistakes had been read.
+PARAMS_EN = HeadParams(mode="union", add_p=0.8, clear_p=0.7, c=128.0)
+PARAMS_ZH = HeadParams(mode="union", add_p=0.6, clear_p=1.01, c=128.0)  # clear_p > 1: never lifts
+
+
+def enabled() -> bool:
+    value = os.environ.get(ENV_SWITCH, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return DEFAULT_ENABLED
+
+
+# --- features -------------------------------------------------------------------------------------
+
+
+def ngrams(text: str) -> dict[str, int]:
+    """Character 1-3-gram counts of the prepared text (as scikit-learn's ``analyzer="char"``)."""
+    from services.task.zh_review import prepare
+
+    text = prepare(text)
+    counts: dict[str, int] = {}
+    for n in range(NGRAMS[0], NGRAMS[1] + 1):
+        for i in range(len(text) - n + 1):
+            gram = text[i:i + n]
+            counts[gram] = counts.get(gram, 0) + 1
+    return counts
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    grams: tuple[str, ...]
+    idf: np.ndarray  # (V,) float64
+
+    @functools.cached_property
+    def index(self) -> dict[str, int]:
+        return {g: i for i, g in enumerate(self.grams)}
+
+    def transform(self, text: str) -> np.ndarray:
+        """Sublinear tf * idf, L2-normalised (TfidfVectorizer(sublinear_tf=True) on a fitted vocabulary)."""
+        row = np.zeros(len(self.grams), dtype=np.float64)
+        for gram, count in ngrams(text).items():
+            j = self.index.get(gram)
+            if j is not None:
+                row[j] = (1.0 + np.log(count)) * self.idf[j]
+        norm = np.linalg.norm(row)
+        return row / norm if norm > 0 else row
+
+
+def fit_vocabulary(texts: list[str] | tuple[str, ...]) -> Vocabulary:
+    """The n-gram vocabulary (sorted) and smooth idf of a list of texts."""
+    df: dict[str, int] = {}
+    for text in texts:
+        for gram in ngrams(text):
+            df[gram] = df.get(gram, 0) + 1
+    grams = tuple(sorted(df))
+    n = len(texts)
+    idf = np.array([np.log((1 + n) / (1 + df[g])) + 1.0 for g in grams], dtype=np.float64)
+    return Vocabulary(grams, idf)
+
+
+# --- the head -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Head:
+    coef: np.ndarray  # (3, d)
+    intercept: np.ndarray  # (3,)
+    vocabulary: Vocabulary | None = None  # Chinese: the TF-IDF features; English: None (MiniLM)
+
+    def features(self, text: str) -> np.ndarray:
+        if self.vocabulary is not None:
+            return self.vocabulary.transform(text)
+        from services.task.semantic_review import _embedding
+
+        return _embedding(text).astype(np.float64)
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        logits = self.coef @ x + self.intercept
+        logits = logits - logits.max()
+        p = np.exp(logits)
+        return np.round(p / p.sum(), 4)
+
+    def predict(self, text: str) -> np.ndarray:
+        return self.probabilities(self.features(text))
+
+
+def fit(x: np.ndarray, labels: list[str] | tuple[str, ...], c: float) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression (lbfgs, balanced classes): (coef (3, d), intercept (3,))."""
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.array([LABELS.index(label) for label in labels])
+    model = LogisticRegression(C=c, class_weight="balanced", max_iter=5000, tol=1e-8, solver="lbfgs")
+    model.fit(x, y)
+    return model.coef_.astype(np.float64), model.intercept_.astype(np.float64)
+
+
+def fit_head(texts: list[str], labels: list[str], chinese: bool, c: float,
+             embeddings: np.ndarray | None = None) -> Head:
+    if chinese:
+        vocabulary = fit_vocabulary(texts)
+        x = np.stack([vocabulary.transform(t) for t in texts])
+        coef, intercept = fit(x, labels, c)
+        return Head(coef, intercept, vocabulary)
+    if embeddings is None:
+        from services.task.semantic_review import encode
+
+        embeddings = encode(texts)
+    coef, intercept = fit(embeddings.astype(np.float64), labels, c)
+    return Head(coef, intercept)
+
+
+def fingerprint(texts: list[str], labels: list[str]) -> str:
+    digest = hashlib.sha256()
+    for text, label in zip(texts, labels, strict=True):
+        digest.update(f"{label}\x01{text}\x00".encode())
+    return digest.hexdigest()
+
+
+def save_heads(en_head: Head, zh_head: Head, path: pathlib.Path = HEAD_FILE, **fingerprints: str) -> None:
+    en, zh = en_head, zh_head
+    assert zh.vocabulary is not None
+    np.savez_compressed(
+        path,
+        en_coef=en.coef, en_intercept=en.intercept,
+        zh_coef=zh.coef, zh_intercept=zh.intercept,
+        zh_grams=np.array(zh.vocabulary.grams, dtype=np.str_), zh_idf=zh.vocabulary.idf,
+        **{f"fingerprint_{k}": np.array(v) for k, v in fingerprints.items()},
+    )
+
+
+@functools.cache
+def load_heads() -> dict[str, Head]:
+    """{"en": Head, "zh": Head} from the stored arrays (raises OSError when the file is missing)."""
+    with np.load(HEAD_FILE, allow_pickle=False) as stored:
+        vocabulary = Vocabulary(tuple(str(g) for g in stored["zh_grams"]), stored["zh_idf"].astype(np.float64))
+        return {
+            "en": Head(stored["en_coef"].astype(np.float64), stored["en_intercept"].astype(np.float64)),
+            "zh": Head(stored["zh_coef"].astype(np.float64), stored["zh_intercept"].astype(np.float64), vocabulary),
+        }
+
+
+# --- combination ----------------------------------------------------------------------------------
+
+
+def combine(rule_verdict: tuple[int, str] | None, knn_verdict: tuple[int, str] | None,
+            probabilities: np.ndarray, protective: bool, params: HeadParams) -> tuple[int, str] | None:
+    from traineragent.v1 import common_pb2
+
+    base = knn_verdict if params.mode == "union" else rule_verdict
+    p = {label: float(probabilities[i]) for i, label in enumerate(LABELS)}
+    if base is None:
+        if rule_verdict is not None:  # union: the kNN layer lifted a rule refusal; it stays lifted
+            return None
+        if protective:
+            return None
+        harm = max(("unethical", "infeasible"), key=lambda name: (p[name], name == "unethical"))
+        if p[harm] >= params.add_p:
+            reason = (common_pb2.REJECT_REASON_UNETHICAL if harm == "unethical"
+                      else common_pb2.REJECT_REASON_INFEASIBLE)
+            return reason, _explanation(harm)
+        return None
+    if rule_verdict is not None and protective and p["harmless"] >= params.clear_p:
+        return None
+    return base
+
+
+def _explanation(label: str) -> str:
+    if label == "unethical":
+        return ("Refused (unethical): the review's classifier reads this request as one that harms people "
+                "(surveillance, profiling by protected attributes, discrimination, non-consensual imagery, "
+                "fraud, harassment or breaking into accounts).")
+    return ("Not possible (infeasible): the review's classifier reads this request as one no model can meet "
+            "in principle (certainty about random or future events, perfect accuracy on open-world inputs, "
+            "zero latency, mind-reading, the supernatural).")
+
+
+def review(text: str, rule_verdict: tuple[int, str] | None, knn_verdict: tuple[int, str] | None,
+           protective: bool, chinese: bool) -> tuple[int, str] | None:
+    """The head's verdict given the rules' and the kNN layer's (the semantic review's hook)."""
+    try:
+        head = load_heads()["zh" if chinese else "en"]
+        probabilities = head.predict(text)
+    except (ImportError, OSError, ValueError, KeyError):  # no stored head or no encoder: the kNN verdict
+        return knn_verdict
+    return combine(rule_verdict, knn_verdict, probabilities, protective, PARAMS_ZH if chinese else PARAMS_EN)
+
