@@ -284,21 +284,33 @@ def review(text: str, rule_verdict: tuple[int, str] | None, protective: bool,
     if is_chinese(text) and not params.chinese:
         from services.task import zh_review  # a second opinion by character n-grams (off unless adopted)
 
-        if zh_review.enabled():
-            return _with_head(text, rule_verdict, zh_review.review(text, rule_verdict, protective), protective,
-                              chinese=True)
-        return rule_verdict
+        if not zh_review.enabled():
+            return rule_verdict
+        try:
+            zh_vote = zh_review.vote(text, k=zh_review.PARAMS.k)
+        except (ImportError, OSError, ValueError):  # no scikit-learn or no bank: the rules alone
+            return rule_verdict
+        if zh_vote.top_similarity < zh_review.PARAMS.familiar:
+            return rule_verdict  # unfamiliar: neither the vote nor the head speaks
+        knn_verdict = zh_review.combine(text, rule_verdict, zh_vote, protective, zh_review.PARAMS)
+        return _with_head(text, rule_verdict, knn_verdict, protective, chinese=True)
     try:
         the_vote = vote(text, k=params.k)
     except (ImportError, OSError, ValueError) as exc:  # no encoder package or weights: the rules alone
         _warn_once(str(exc))
         return rule_verdict
+    if the_vote.top_similarity < params.familiar:
+        return rule_verdict  # unfamiliar: neither the vote nor the head speaks
     return _with_head(text, rule_verdict, combine(text, rule_verdict, the_vote, protective, params), protective,
                       chinese=False)
 
 
 def _with_head(text: str, rule_verdict, knn_verdict, protective: bool, chinese: bool):
-    """The supervised head's say (services/task/review_head.py) when it is on, else the kNN verdict."""
+    """The supervised head's say (services/task/review_head.py) when it is on, else the kNN verdict.
+
+    Only for familiar requests (the caller checks the nearest exemplar's similarity): on text unlike
+    anything labelled, a linear head's probabilities mean little, so the rules decide alone there.
+    """
     from services.task import review_head
 
     if not review_head.enabled():

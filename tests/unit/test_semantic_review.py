@@ -68,10 +68,11 @@ def test_vote_refuses_what_the_rules_miss_without_its_own_set(bank):
     assert semantic_review.combine(lookalike, None, semantic_review.vote(lookalike, bank=fold), False) is None
 
 
-def test_unfamiliar_text_falls_back_to_the_rules(monkeypatch):
+@pytest.mark.parametrize("head", ["0", "1"])
+def test_unfamiliar_text_falls_back_to_the_rules(monkeypatch, head):
     from services.task import review_head
 
-    monkeypatch.setenv(review_head.ENV_SWITCH, "0")  # the kNN layer's own gate (the head has none)
+    monkeypatch.setenv(review_head.ENV_SWITCH, head)  # with the head on or off: it too keeps out
     text = "zxqv plorf 12345 ///"
     the_vote = semantic_review.vote(text)
     assert the_vote.top_similarity < semantic_review.PARAMS.familiar
