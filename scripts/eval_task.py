@@ -2,13 +2,13 @@
 
 Prints decision accuracy, refusal rates on unethical and infeasible requests, false refusals on
 harmless look-alikes, and field accuracy (task type, targets, constraints) for every set present:
-heldout and heldout2 (held out: never tuned on), tuning and tuning2 (the rules were tuned on these),
-fresh3 (a first-contact check written after tuning; since then learnt from by the semantic review's
-bank), fresh4 (written before the semantic review layer, never learnt from), and all of them together.
-``--semantic on|off`` turns the rule brain's semantic review layer on or off (default: the
-TRAINERAGENT_SEMANTIC_REVIEW setting, see services/task/semantic_review.py). Note that the semantic
-bank holds the sets heldout..fresh3 themselves, so with the layer on only fresh4 is unseen by it
-(scripts/build_review_bank.py --cv gives leave-one-set-out figures). ``--brain llm`` asks the LLM brain (needs TRAINERAGENT_LLM_BASE_URL);
+heldout and heldout2 (held out when written), tuning and tuning2 (the rules were tuned on these),
+fresh3, fresh4, fresh5 and fresh6 (each written and committed before the change it measured, scored
+once at first contact), and all of them together. Every set but fresh6 is now in the review banks
+and the learned heads (services/task/semantic_review.py, zh_review.py, review_head.py), so only
+fresh6 is unseen by them; scripts/build_review_bank.py --cv / --cv-zh / --cv-head give
+leave-one-set-out figures. ``--semantic on|off`` and ``--zh on|off`` turn those layers on or off
+(default: their TRAINERAGENT_* settings). ``--brain llm`` asks the LLM brain (needs TRAINERAGENT_LLM_BASE_URL);
 ``--show-errors`` lists every mistake; ``--json`` prints one JSON object and nothing else.
 Figures only: this script does not fail on them.
 """
