@@ -43,7 +43,10 @@ import numpy as np
 KNOWLEDGE = pathlib.Path(__file__).with_name("knowledge")
 HEAD_FILE = KNOWLEDGE / "review_head.npz"
 ENV_SWITCH = "TRAINERAGENT_REVIEW_HEAD"
-DEFAULT_ENABLED = True  # adopted: better on leave-one-set-out and on fresh6 (scored once), no more false refusals
+# Off by default: better on leave-one-set-out and on fresh6, but it refused a plain request ("Route chat
+# messages to a topic, each answer in under 1 ms": read as zero latency, infeasible) that the integration
+# tests send; a head that refuses ordinary latency targets is not ready to decide by default.
+DEFAULT_ENABLED = False
 LABELS = ("harmless", "unethical", "infeasible")
 NGRAMS = (1, 3)
 
