@@ -30,9 +30,8 @@ from services.model.text_models import build_text_model, make_text_preprocessing
 from services.model.training import (
     EpochReport,
     TrainOutcome,
-    affordable_epochs,
     classification_metrics,
-    cosine_lr,
+    fit_epochs,
     limit_cpu_threads,
     pick_device,
 )
@@ -181,88 +180,30 @@ def train_text_classifier(
     n = len(train_y)
     batch_size = max(2, min(int(hp.get("batch_size", 32)), max(8, n // MIN_STEPS_PER_EPOCH), n))
     steps_per_epoch = math.ceil(n / batch_size)  # no BatchNorm here: the ragged tail trains too
-    warmup_steps = min(steps_per_epoch, 50)
-    planned_epochs = max(1, max_epochs)
-    autocast = device.startswith("cuda") and torch.cuda.is_bf16_supported()
 
-    def stop_now() -> str | None:
-        if should_stop is not None and should_stop():
-            return "cancelled"
-        if time.time() >= deadline_unix:
-            return "deadline"
-        return None
+    def forward(batch_idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.from_numpy(batch_idx)
+        ids, mask = _batch(train, idx, device)
+        return model(ids, mask), train_y[idx].to(device, non_blocking=True)
 
-    best_state: dict[str, torch.Tensor] | None = None
-    best_key = (-1.0, -math.inf)  # (val accuracy, -val loss): higher is better
-    best_epoch, bad_epochs, epochs_done, step = 0, 0, 0, 0
-    epoch_times: list[float] = []
-    stop_reason = "max_epochs"
-    lr = float(hp["lr"])
-    for epoch in range(1, max_epochs + 1):
-        stop_reason = stop_now() or ""
-        if stop_reason:
-            break
-        epoch_start = time.time()
-        model.train()
-        epoch_batches = length_grouped_batches(train_lengths, batch_size, rng)
-        loss_sum, batches = 0.0, 0
-        for b, batch_idx in enumerate(epoch_batches):
-            if b > 0 and (stop_reason := stop_now() or ""):
-                break
-            idx = torch.from_numpy(batch_idx)
-            ids, mask = _batch(train, idx, device)
-            y = train_y[idx].to(device, non_blocking=True)
-            scale = cosine_lr(step, planned_epochs * steps_per_epoch, 1.0, warmup_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * scale
-            lr = float(hp["lr"]) * scale
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                logits = model(ids, mask)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item()
-            batches += 1
-            step += 1
-        if stop_reason and not (best_state is None and batches > 0 and stop_reason == "deadline"):
-            break  # a partial epoch is not evaluated; the best complete one is kept
-
-        val_loss, val_accuracy = _evaluate(model, val, val_y)
-        epochs_done = epoch if not stop_reason else epochs_done
-        epoch_times.append(time.time() - epoch_start)
-        if (val_accuracy, -val_loss) > best_key:
-            best_key, best_epoch, bad_epochs = (val_accuracy, -val_loss), epoch, 0
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        else:
-            bad_epochs += 1
-        if on_epoch is not None:
-            on_epoch(EpochReport(epoch=epoch, max_epochs=max_epochs, train_loss=loss_sum / max(1, batches),
-                                 val_loss=val_loss, val_accuracy=val_accuracy, seconds=epoch_times[-1], lr=lr))
-        if stop_reason:
-            break  # the deadline cut the first epoch; its partial model was kept above
-        if bad_epochs >= patience and epoch >= min_epochs:
-            stop_reason = "early_stopping"
-            break
-        planned_epochs = affordable_epochs(epoch, max_epochs, epoch_times, deadline_unix)
-    else:
-        stop_reason = "max_epochs"
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    loop = fit_epochs(model, optimizer, epoch_batches=lambda: length_grouped_batches(train_lengths, batch_size, rng),
+                      forward=forward, evaluate=lambda: _evaluate(model, val, val_y),
+                      steps_per_epoch=steps_per_epoch, base_lr=float(hp["lr"]), label_smoothing=label_smoothing,
+                      patience=patience, min_epochs=min_epochs, max_epochs=max_epochs, deadline_unix=deadline_unix,
+                      device=device, on_epoch=on_epoch, should_stop=should_stop, keep_cut_first_epoch=True)
     model = model.to("cpu").eval()
     test = encode_split(splits.test_texts, spec, tokenizer)
     return TextOutcome(
         model=model,
-        epochs=epochs_done,
-        stop_reason=stop_reason,
+        epochs=loop.epochs,
+        stop_reason=loop.stop_reason,
         train_seconds=time.time() - started,
         device=device,
         validation_metrics=_split_metrics(model, val, val_y, num_classes),
         test_metrics=_split_metrics(model, test, splits.test_labels.astype(np.int64), num_classes),
         num_parameters=count_parameters(model),
-        best_epoch=best_epoch,
+        best_epoch=loop.best_epoch,
         preprocessing=spec,
         tokenizer_path=tokenizer_path,
-        seconds_per_epoch=float(np.mean(epoch_times)) if epoch_times else 0.0,
+        seconds_per_epoch=float(np.mean(loop.epoch_times)) if loop.epoch_times else 0.0,
     )

@@ -15,7 +15,7 @@ import math
 import os
 import pathlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -194,7 +194,8 @@ def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.
     """AdamW with weight decay on conv/linear weights only (not on biases and norm parameters)."""
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay, "base_lr": lr},
+              {"params": no_decay, "weight_decay": 0.0, "base_lr": lr}]
     return torch.optim.AdamW(groups, lr=lr)
 
 
@@ -229,6 +230,113 @@ def _split_metrics(model: nn.Module, arrays: np.ndarray, labels: np.ndarray, spe
         return classification_metrics(labels, labels, num_classes)
     predictions = predict_logits(model, normalize(arrays, spec)).argmax(axis=1)
     return classification_metrics(labels, predictions, num_classes)
+
+
+@dataclasses.dataclass
+class LoopOutcome:
+    """What :func:`fit_epochs` did: the model it was given now holds the best weights on validation."""
+
+    epochs: int  # complete epochs
+    best_epoch: int
+    stop_reason: str  # max_epochs | early_stopping | deadline | cancelled
+    epoch_times: list[float]
+
+
+def fit_epochs(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    epoch_batches: Callable[[], Iterable[Any]],
+    forward: Callable[[Any], tuple[torch.Tensor, torch.Tensor]],
+    evaluate: Callable[[], tuple[float, float]],
+    steps_per_epoch: int,
+    base_lr: float,
+    label_smoothing: float,
+    patience: int,
+    min_epochs: int,
+    max_epochs: int,
+    deadline_unix: float,
+    device: str,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    keep_cut_first_epoch: bool = False,
+) -> LoopOutcome:
+    """The training loop every torch model shares: cosine schedule with warm-up, bf16 autocast on CUDA,
+    early stopping on (validation accuracy, -validation loss), the best epoch's weights kept.
+
+    ``epoch_batches()`` gives one epoch's batches; ``forward(batch)`` returns (logits, labels) on the
+    device; ``evaluate()`` returns (validation loss, validation accuracy). Each optimizer group's
+    ``base_lr`` is scaled by the schedule (``base_lr`` here is the figure reported per epoch). Stops at
+    ``max_epochs``, after ``patience`` epochs without improvement (once ``min_epochs`` are done), at
+    ``deadline_unix`` or when ``should_stop()`` is true; those two are checked between batches. A
+    partial epoch is not evaluated, except with ``keep_cut_first_epoch`` when the deadline cut the very
+    first one (a partly trained model beats an untrained one).
+    """
+
+    def stop_now() -> str | None:
+        if should_stop is not None and should_stop():
+            return "cancelled"
+        if time.time() >= deadline_unix:
+            return "deadline"
+        return None
+
+    warmup_steps = min(steps_per_epoch, 50)
+    planned_epochs = max(1, max_epochs)
+    autocast = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    best_state: dict[str, torch.Tensor] | None = None
+    best_key = (-1.0, -math.inf)  # (val accuracy, -val loss): higher is better
+    best_epoch, bad_epochs, epochs_done, step, lr = 0, 0, 0, 0, base_lr
+    epoch_times: list[float] = []
+    stop_reason = "max_epochs"
+    for epoch in range(1, max_epochs + 1):
+        stop_reason = stop_now() or ""
+        if stop_reason:
+            break
+        epoch_start = time.time()
+        model.train()
+        loss_sum, batches = 0.0, 0
+        for b, batch in enumerate(epoch_batches()):
+            if b > 0 and (stop_reason := stop_now() or ""):  # an epoch can be long on big data
+                break
+            scale = cosine_lr(step, planned_epochs * steps_per_epoch, 1.0, warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * scale
+            lr = base_lr * scale
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                logits, y = forward(batch)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item()
+            batches += 1
+            step += 1
+        if stop_reason and not (keep_cut_first_epoch and best_state is None and batches > 0
+                                and stop_reason == "deadline"):
+            break  # a partial epoch is not evaluated; the best complete one is kept
+
+        val_loss, val_accuracy = evaluate()
+        epochs_done = epoch if not stop_reason else epochs_done
+        epoch_times.append(time.time() - epoch_start)
+        if (val_accuracy, -val_loss) > best_key:
+            best_key, best_epoch, bad_epochs = (val_accuracy, -val_loss), epoch, 0
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+        if on_epoch is not None:
+            on_epoch(EpochReport(epoch=epoch, max_epochs=max_epochs, train_loss=loss_sum / max(1, batches),
+                                 val_loss=val_loss, val_accuracy=val_accuracy, seconds=epoch_times[-1], lr=lr))
+        if stop_reason:
+            break  # the deadline cut the first epoch; its partial model was kept above
+        if bad_epochs >= patience and epoch >= min_epochs:
+            stop_reason = "early_stopping"
+            break
+        planned_epochs = affordable_epochs(epoch, max_epochs, epoch_times, deadline_unix)
+    else:
+        stop_reason = "max_epochs"
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return LoopOutcome(epochs=epochs_done, best_epoch=best_epoch, stop_reason=stop_reason, epoch_times=epoch_times)
 
 
 def train_image_classifier(
@@ -280,84 +388,32 @@ def train_image_classifier(
     batch_size = max(2, min(int(hp.get("batch_size", 64)), max(8, n // MIN_STEPS_PER_EPOCH), n))
     steps_per_epoch = max(1, n // batch_size)  # drop the ragged tail: no size-1 batches for BatchNorm
     min_epochs = int(hp.get("min_epochs", 8))
-    warmup_steps = min(steps_per_epoch, 50)
-    planned_epochs = max(1, max_epochs)
-    autocast = device.startswith("cuda") and torch.cuda.is_bf16_supported()
 
-    def stop_now() -> str | None:
-        if should_stop is not None and should_stop():
-            return "cancelled"
-        if time.time() >= deadline_unix:
-            return "deadline"
-        return None
-
-    best_state: dict[str, torch.Tensor] | None = None
-    best_key = (-1.0, -math.inf)  # (val accuracy, -val loss): higher is better
-    best_epoch, bad_epochs, epochs_done, step, lr = 0, 0, 0, 0, base_lr
-    epoch_times: list[float] = []
-    stop_reason = "max_epochs"
-    for epoch in range(1, max_epochs + 1):
-        stop_reason = stop_now() or ""
-        if stop_reason:
-            break
-        epoch_start = time.time()
-        model.train()
+    def epoch_batches() -> Iterable[np.ndarray]:
         order = rng.permutation(n)
-        loss_sum = 0.0
-        for b in range(steps_per_epoch):
-            if b > 0 and (stop_reason := stop_now() or ""):  # an epoch can be long on big data
-                break
-            idx = order[b * batch_size:(b + 1) * batch_size]
-            x = torch.from_numpy(augmented_batch(train_arrays[idx], spec, rng, aug))
-            x = x.to(device, non_blocking=True)
-            y = train_y[idx].to(device, non_blocking=True)
-            lr = cosine_lr(step, planned_epochs * steps_per_epoch, base_lr, warmup_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item()
-            step += 1
-        if stop_reason:
-            break  # a partial epoch is not evaluated; the best complete one is kept
+        return (order[b * batch_size:(b + 1) * batch_size] for b in range(steps_per_epoch))
 
-        val_loss, val_accuracy = _evaluate(model, val_x, val_y, device)
-        epochs_done = epoch
-        epoch_times.append(time.time() - epoch_start)
-        if (val_accuracy, -val_loss) > best_key:
-            best_key, best_epoch, bad_epochs = (val_accuracy, -val_loss), epoch, 0
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        else:
-            bad_epochs += 1
-        if on_epoch is not None:
-            on_epoch(EpochReport(epoch=epoch, max_epochs=max_epochs, train_loss=loss_sum / steps_per_epoch,
-                                 val_loss=val_loss, val_accuracy=val_accuracy, seconds=epoch_times[-1],
-                                 lr=lr))
-        if bad_epochs >= patience and epoch >= min_epochs:
-            stop_reason = "early_stopping"
-            break
-        planned_epochs = affordable_epochs(epoch, max_epochs, epoch_times, deadline_unix)
-    else:
-        stop_reason = "max_epochs"
+    def forward(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(augmented_batch(train_arrays[idx], spec, rng, aug)).to(device, non_blocking=True)
+        return model(x), train_y[idx].to(device, non_blocking=True)
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    loop = fit_epochs(model, optimizer, epoch_batches=epoch_batches, forward=forward,
+                      evaluate=lambda: _evaluate(model, val_x, val_y, device), steps_per_epoch=steps_per_epoch,
+                      base_lr=base_lr, label_smoothing=label_smoothing, patience=patience, min_epochs=min_epochs,
+                      max_epochs=max_epochs, deadline_unix=deadline_unix, device=device, on_epoch=on_epoch,
+                      should_stop=should_stop)
     model = model.to("cpu").eval()
     test_arrays = decode_arrays(splits.test_images, spec)
     return TrainOutcome(
         model=model,
-        epochs=epochs_done,
-        stop_reason=stop_reason,
+        epochs=loop.epochs,
+        stop_reason=loop.stop_reason,
         train_seconds=time.time() - started,
         device=device,
         validation_metrics=_split_metrics(model, val_arrays, splits.validation_labels, spec, num_classes),
         test_metrics=_split_metrics(model, test_arrays, splits.test_labels, spec, num_classes),
         num_parameters=count_parameters(model),
-        best_epoch=best_epoch,
+        best_epoch=loop.best_epoch,
     )
 
 
