@@ -15,6 +15,16 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(f"TRAINERAGENT_{name}", default)
 
 
+def env_switch(name: str, default: bool) -> bool:
+    """An on/off setting read now (1/true/yes/on or 0/false/no/off); ``default`` when unset or unclear."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return default
+
+
 def _env_float(name: str, default: float) -> float:
     raw = _env(name, str(default))
     try:

@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import pathlib
 from dataclasses import dataclass
 
 import numpy as np
+
+from services.common.config import env_switch
 
 KNOWLEDGE = pathlib.Path(__file__).with_name("knowledge")
 HEAD_FILE = KNOWLEDGE / "review_head.npz"
@@ -71,12 +72,7 @@ PARAMS_ZH = HeadParams(mode="union", add_p=0.6, clear_p=1.01, c=128.0)  # clear_
 
 
 def enabled() -> bool:
-    value = os.environ.get(ENV_SWITCH, "").strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    return DEFAULT_ENABLED
+    return env_switch(ENV_SWITCH, DEFAULT_ENABLED)
 
 
 # --- features -------------------------------------------------------------------------------------

@@ -44,13 +44,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import pathlib
 import re
 import threading
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from services.common.config import env_switch
 
 KNOWLEDGE = pathlib.Path(__file__).with_name("knowledge")
 BANK_FILE = KNOWLEDGE / "review_bank.jsonl"
@@ -103,12 +104,7 @@ class Bank:
 
 
 def enabled() -> bool:
-    value = os.environ.get(ENV_SWITCH, "").strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    return DEFAULT_ENABLED
+    return env_switch(ENV_SWITCH, DEFAULT_ENABLED)
 
 
 # --- the encoder ----------------------------------------------------------------------------------

@@ -31,7 +31,6 @@ all decision 0.826 -> 0.870, unethical 0.750 -> 0.833, infeasible 0.750 -> 0.875
 from __future__ import annotations
 
 import functools
-import os
 import pathlib
 import re
 import unicodedata
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from services.common.config import env_switch
 from services.task.semantic_review import LABELS, Params, Vote, combine, read_bank_entries
 
 KNOWLEDGE = pathlib.Path(__file__).with_name("knowledge")
@@ -54,12 +54,7 @@ _SPACE = re.compile(r"\s+")
 
 
 def enabled() -> bool:
-    value = os.environ.get(ENV_SWITCH, "").strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    return DEFAULT_ENABLED
+    return env_switch(ENV_SWITCH, DEFAULT_ENABLED)
 
 
 def prepare(text: str) -> str:
