@@ -174,6 +174,6 @@ def _predict_hint(deployment: common_pb2.Deployment) -> str:
     if deployment.task_type == common_pb2.TASK_TYPE_TEXT_CLASSIFICATION:
         return '--text "a message to classify"'
     if deployment.task_type in (common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION, common_pb2.TASK_TYPE_TABULAR_REGRESSION):
-        columns = [name for name in deployment.inputs][:3]
+        columns = list(deployment.inputs)[:3]
         return "--row '{" + ", ".join(f'"{c}": ...' for c in columns) + (", ..." if len(deployment.inputs) > 3 else "") + "}'"
     return "IMAGE.png"

@@ -310,15 +310,18 @@ def _to_float(value: Any, column: str) -> float:
         raise InvalidArgument(f"column {column!r} is numeric; {value!r} is not a number") from None
 
 
-def _to_category(value: Any) -> str:
-    """A category as the model reads it; blank (empty or whitespace-only) counts as missing, as the
+def category_text(text: str) -> str:
+    """A category string as the model reads it: blank (empty or whitespace-only) is missing, as the
     Data agent counts it when it reads the user's file."""
+    return text if text.strip() else MISSING_CATEGORY
+
+
+def _to_category(value: Any) -> str:
     if _is_missing(value):
         return MISSING_CATEGORY
     if isinstance(value, bytes | np.bytes_):
         value = bytes(value).decode("utf-8", errors="replace")
-    text = str(value)
-    return text if text.strip() else MISSING_CATEGORY
+    return category_text(str(value))
 
 
 def _columns_of(rows: pd.DataFrame | Mapping[str, Any] | Iterable[Mapping[str, Any]],
@@ -368,7 +371,7 @@ def canonical_table_frame(rows: pd.DataFrame | Mapping[str, Any] | Iterable[Mapp
             narrow[~np.isfinite(narrow)] = np.nan  # infinities (and beyond float32) count as missing
             data[feature.name] = narrow.astype(np.float64)
         else:
-            data[feature.name] = np.asarray([v if type(v) is str and v.strip() else _to_category(v) for v in values],
+            data[feature.name] = np.asarray([category_text(v) if type(v) is str else _to_category(v) for v in values],
                                             dtype=object)
     return pd.DataFrame(data, columns=spec.feature_names, index=pd.RangeIndex(count))
 

@@ -31,7 +31,7 @@ import pandas as pd
 
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.preprocessing import ImagePreprocessing, preprocess_images
-from services.common.table_dataset import FeatureSpec, TableSpec, table_feeds
+from services.common.table_dataset import FeatureSpec, TableSpec, category_text, table_feeds
 from services.common.text_preprocessing import TextPreprocessing, encode_texts, load_tokenizer
 
 MODEL_FILE = "model.onnx"
@@ -506,7 +506,7 @@ class TableRuntime(Runtime):
             values = inputs[name]
             if self._kinds[name] == "categorical":
                 texts = [_utf8(name, i, v) for i, v in enumerate(values)]
-                feeds[name] = np.asarray([t if t.strip() else "" for t in texts], dtype=object).reshape(-1, 1)
+                feeds[name] = np.asarray([category_text(t) for t in texts], dtype=object).reshape(-1, 1)
             else:
                 with np.errstate(over="ignore", invalid="ignore"):
                     narrow = np.asarray(values, dtype=np.float64).astype(np.float32).reshape(-1, 1)
