@@ -288,15 +288,7 @@ class TaskAgent:
         if spec.decision == common_pb2.DECISION_REJECT:
             await self._finish(job.job_id, common_pb2.JOB_STATE_REJECTED, spec.explanation)
         elif spec.decision == common_pb2.DECISION_CLARIFY:
-            def ask(j: common_pb2.Job) -> None:
-                j.state = common_pb2.JOB_STATE_NEEDS_INPUT
-                del j.questions[:]
-                j.questions.extend(spec.questions)
-
-            job = await self._update(job.job_id, ask)
-            await self._event(job.job_id, job.state, stage=common_pb2.STAGE_REVIEW,
-                              kind=common_pb2.EVENT_KIND_STATE_CHANGED, message=spec.explanation,
-                              questions=list(spec.questions))
+            await self._ask(job.job_id, common_pb2.STAGE_REVIEW, spec.explanation, list(spec.questions))
         else:
             await self._event(job.job_id, common_pb2.JOB_STATE_RUNNING, stage=common_pb2.STAGE_REVIEW,
                               kind=common_pb2.EVENT_KIND_STAGE_FINISHED, message="review finished: request accepted")
@@ -312,18 +304,7 @@ class TaskAgent:
         event = await self._await_stage(job.job_id, op.id, common_pb2.STAGE_DATA, DATA_TIMEOUT_S)
         if event.questions and not event.data_report.dataset_artifact:
             # The data leaves a choice to the user (which column is the label): wait for the reply.
-            def ask(j: common_pb2.Job) -> None:
-                j.state = common_pb2.JOB_STATE_NEEDS_INPUT
-                j.stage = common_pb2.STAGE_UNSPECIFIED
-                j.operation_id = ""
-                del j.questions[:]
-                j.questions.extend(event.questions)
-
-            job = await self._update(job.job_id, ask)
-            await self._event(job.job_id, job.state, stage=common_pb2.STAGE_DATA,
-                              kind=common_pb2.EVENT_KIND_STATE_CHANGED, message=event.message,
-                              questions=list(event.questions))
-            return job
+            return await self._ask(job.job_id, common_pb2.STAGE_DATA, event.message, list(event.questions))
 
         def record(j: common_pb2.Job) -> None:
             j.data_report.CopyFrom(event.data_report)
@@ -400,6 +381,22 @@ class TaskAgent:
         return await self._update(job.job_id, record)
 
     # --- helpers -------------------------------------------------------------------------------------
+
+    async def _ask(self, job_id: str, stage: int, message: str,
+                   questions: list[common_pb2.Question]) -> common_pb2.Job:
+        """Wait in NEEDS_INPUT with ``questions``; no stage runs until ReplyToJob (which starts anew)."""
+
+        def ask(j: common_pb2.Job) -> None:
+            j.state = common_pb2.JOB_STATE_NEEDS_INPUT
+            j.stage = common_pb2.STAGE_UNSPECIFIED
+            j.operation_id = ""
+            del j.questions[:]
+            j.questions.extend(questions)
+
+        job = await self._update(job_id, ask)
+        await self._event(job_id, job.state, stage=stage, kind=common_pb2.EVENT_KIND_STATE_CHANGED,
+                          message=message, questions=questions)
+        return job
 
     def _budget_seconds(self, job: common_pb2.Job) -> float:
         if job.options.HasField("max_train_minutes"):
