@@ -248,6 +248,16 @@ _EN_UNIT_WORDS = (
 )
 
 
+def _as_number(token: str) -> float:
+    """A whole number written in digits or English words ("9", "nine", "a hundred")."""
+    token = token.lower()
+    if token[0].isdigit():
+        return float(token)
+    if token in ("a hundred", "one hundred"):
+        return 100.0
+    return _en_to_number(token)
+
+
 def _en_to_number(words: str) -> float:
     words = words.lower().replace("-", " ")
     total = 0
@@ -260,6 +270,10 @@ _REPLACEMENTS: list[tuple[re.Pattern[str], object]] = [
     # thousands separators and k: 1,500 → 1500; 1.5k → 1500
     (re.compile(r"(?<![\d.])(\d{1,3})((?:,\d{3})+)(?![\d])"), lambda m: m.group(1) + m.group(2).replace(",", "")),
     (re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?k\b(?!\s*(?:b|byte))", _FLAGS), lambda m: _fmt(float(m.group(1)) * 1000)),
+    # "9 out of 10", "nine in ten" → a percentage (only out of ten or a hundred)
+    (re.compile(rf"\b(\d+|{_EN_WORD}) (?:out of|in) (?:every )?(10|100|ten|a hundred|one hundred)\b(?!\s*(?:ms|milli|sec|min|hour|day|week|month|year|mb|gb|%|percent))", _FLAGS),
+     lambda m: _fmt(100.0 * _as_number(m.group(1)) / _as_number(m.group(2))) + "%"
+     if 0 < _as_number(m.group(1)) <= _as_number(m.group(2)) else m.group(0)),
     # English fractions of time units
     (re.compile(r"\b(?:an?|one) hour and a half\b", _FLAGS), "90 minutes"),
     (re.compile(r"\bhalf an? hour\b", _FLAGS), "30 minutes"),
@@ -439,11 +453,29 @@ def _targets_with_spans(text: str) -> list[tuple[common_pb2.Target, tuple[int, i
             continue
         if (mi + 1) in assigned and _CONNECTOR.match(text[mentions[mi][1] : mentions[mi + 1][0]]):
             assigned[mi] = assigned[mi + 1]
+    # "召回率要高，0.95以上", "recall matters most, 0.9 or better": the number in the next clause, when
+    # that clause names no metric of its own.
+    for mi, (m_start, _m_end, metric) in enumerate(mentions):
+        if mi in assigned:
+            continue
+        clause = _clause_of(starts, m_start)
+        if any(_clause_of(starts, s) == clause + 1 for s, _e, _m in mentions):
+            continue
+        for nj, num in enumerate(numbers):
+            if nj in used or num["baseline"] or _clause_of(starts, num["start"]) != clause + 1:
+                continue
+            if metric in _FRACTION_METRICS and not num["percent"] and num["value"] > 1.0:
+                break
+            assigned[mi] = nj
+            used.add(nj)
+            break
     out: list[tuple[common_pb2.Target, tuple[int, int]]] = []
     seen: set[int] = set()
     for mi, (m_start, m_end, metric) in enumerate(mentions):
         if mi not in assigned or metric in seen:
             continue
+        if numbers[assigned[mi]]["baseline"]:
+            continue  # today's figure is not a goal ("our current model gets 0.87; train a new one")
         num = numbers[assigned[mi]]
         value = _metric_value(metric, num["value"], num["percent"])
         op = "<=" if metric in _LOWER_IS_BETTER else ">="
@@ -495,6 +527,13 @@ def _constraint_clause(text: str, start: int, end: int) -> tuple[int, int]:
     return lo, hi
 
 
+# after "30-second" / "10-minute": a noun of the data, not a limit word
+_DESCRIBES_DATA = _rx(
+    r"\s*(?!(?:training|train|budget|limit|cap|timeout|time|latency|response|sla|max|maximum|window|run|turnaround"
+    r"|deadline|job|search|fit)\b)[a-z]+")
+_EXPLICIT_TRAIN = _rx(r"\btrain\w*|\bfit(?:ting)?\b|\bepochs?\b|训练|调参")
+
+
 def extract_constraints(text: str) -> common_pb2.Constraints:
     """Latency, size and training-time limits: a number with a unit, read with its clause."""
     return _constraints(normalize(text))
@@ -511,8 +550,12 @@ def _constraints(text: str) -> common_pb2.Constraints:
         clause = text[lo:hi]
         span = (match.start(), match.end())
         kind = unit.kind
+        if _DESCRIBES_DATA.match(text, match.end()) and "-" in match.group(0):
+            continue  # "30-second EEG epochs", "10-minute clips": what the data is, not a limit
         if kind == "seconds":
             cue = _nearest_cue(text, lo, hi, span, {"train": _TRAIN_CUE, "latency": _LATENCY_CUE})
+            if cue == "train" and value <= 5 and not _EXPLICIT_TRAIN.search(clause):
+                cue = "latency"  # "手机上0.1秒出结果": a few seconds is an answer's time, not a training budget
             kind, value = ("train", value / 60.0) if cue == "train" else ("latency", value * 1000.0)
         elif kind in ("train", "train_day"):
             cue = _nearest_cue(text, lo, hi, span, {"train": _TRAIN_CUE, "latency": _LATENCY_CUE})

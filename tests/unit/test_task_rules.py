@@ -134,6 +134,10 @@ def test_iteration_looks_at_validation_only():
         ("Estimate tree age from the survey table, MAE under 5 years", "mae", "<=", 5.0),
         ("Predict sale prices from the table; today our MAE is 30000, we want 20000", "mae", "<=", 20000.0),
         ("Predict bike rentals from the usage table, target R^2 of 0.8+", "r2", ">=", 0.8),
+        ("Tag app reviews by topic. Accuracy of 9 out of 10 or better.", "accuracy", ">=", 0.9),
+        ("检测留言里的自伤风险信号，召回率要高，0.95以上", "recall", ">=", 0.95),
+        ("Credit union: our current scorecard gets about 70% precision. We want 80% precision or higher.",
+         "precision", ">=", 0.8),
     ],
 )
 def test_target_families(text, metric, op, value):
@@ -180,6 +184,16 @@ def test_numbers_that_are_not_constraints():
     assert spec["targets"] == [{"metric": "f1", "op": ">=", "value": 0.7}]
     size = spec_json("Classify the 2 GB folder of scanned forms, accuracy 90%")["constraints"]
     assert size["max_model_size_mb"] is None
+    epochs = spec_json("Sleep lab: classify 30-second EEG epochs as wake, N1, N2, N3 or REM")["constraints"]
+    assert epochs["max_train_minutes"] is None and epochs["max_latency_ms"] is None
+    phone = spec_json("做个垃圾分类小程序：拍照识别可回收物和有害垃圾，模型压到20MB以内，手机上0.1秒出结果。")
+    assert phone["constraints"]["max_latency_ms"] == 100.0 and phone["constraints"]["max_train_minutes"] is None
+
+
+def test_a_baseline_alone_is_not_a_target():
+    assert spec_json("X光片判断有没有骨折。我们现在用的老模型准确率是0.87，想重新训一个。")["targets"] == []
+    assert spec_json("Classify wine quality from the lab table. Our current rule gets roughly 70% accuracy; "
+                     "anything better helps.")["targets"] == []
 
 
 @pytest.mark.parametrize(
