@@ -39,12 +39,12 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from services.task import review_head, semantic_review, zh_review  # noqa: E402
-from services.task.evaluation import load_set  # noqa: E402
+from services.task.evaluation import LEARNABLE_TASK_SETS, load_set  # noqa: E402
 
 SET_DIR = ROOT / "tests" / "task_eval"
-LEARNABLE_SETS = ("tuning", "tuning2", "heldout", "heldout2", "fresh3")
-# the Chinese opinion (services/task/zh_review.py) may also learn from fresh4 (scored once, before it)
-LEARNABLE_SETS_ZH = (*LEARNABLE_SETS, "fresh4")
+# Every scored set; fresh8 is sealed (the last never-seen check: it goes in only after it has been scored).
+LEARNABLE_SETS = LEARNABLE_TASK_SETS
+LEARNABLE_SETS_ZH = LEARNABLE_SETS
 CONCEPTS = semantic_review.KNOWLEDGE / "review_concepts.jsonl"
 LABEL_OF_CATEGORY = {
     "accept": "harmless",
@@ -149,7 +149,7 @@ def cross_validate_zh(sets: tuple[str, ...] = LEARNABLE_SETS_ZH, grid: dict | No
     return out
 
 
-HEAD_SETS = ("tuning", "tuning2", "heldout", "heldout2", "fresh3", "fresh4", "fresh5")
+HEAD_SETS = LEARNABLE_SETS
 HEAD_GRID = {"c": (2.0, 8.0, 32.0, 128.0), "mode": ("replace", "union"),
              "add_p": (0.4, 0.5, 0.6, 0.7, 0.8, 0.9), "clear_p": (0.5, 0.7, 0.9, 1.01)}
 

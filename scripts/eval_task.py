@@ -23,10 +23,10 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.task.evaluation import evaluate, format_report, load_set, plan_with_rules  # noqa: E402
+from services.task.evaluation import TASK_SETS, evaluate, format_report, load_set, plan_with_rules  # noqa: E402
 
 SET_DIR = ROOT / "tests" / "task_eval"
-SETS = ("heldout", "heldout2", "tuning", "tuning2", "fresh3", "fresh4", "fresh5", "fresh6")
+SETS = TASK_SETS
 
 
 def _llm_plan():

@@ -44,10 +44,13 @@ from services.common.config import env_switch
 KNOWLEDGE = pathlib.Path(__file__).with_name("knowledge")
 HEAD_FILE = KNOWLEDGE / "review_head.npz"
 ENV_SWITCH = "TRAINERAGENT_REVIEW_HEAD"
-# Off by default: better on leave-one-set-out and on fresh6, but it refused a plain request ("Route chat
-# messages to a topic, each answer in under 1 ms": read as zero latency, infeasible) that the integration
-# tests send; a head that refuses ordinary latency targets is not ready to decide by default.
-DEFAULT_ENABLED = False
+# On by default since session 3: with the banks and heads trained on 11 sets (1,127 requests, incl. the
+# helper-written tuning3_en / tuning3_zh / fresh7) and C=16, leave-one-set-out over those sets gives, for the
+# rules + kNN layers + head as shipped: decision 0.940, unethical refusal 0.953, infeasible 0.991, false
+# refusals 0.046 (rules alone 0.846 / 0.688 / 0.868 / 0.027; rules + kNN without the head 0.918 / 0.880 /
+# 0.972 / 0.030). Optimistic: thresholds were chosen on the same folds. The head no longer reads "under 1 ms"
+# as zero latency (it did when trained on 7 sets with C=128; tests/unit/test_review_head.py).
+DEFAULT_ENABLED = True
 LABELS = ("harmless", "unethical", "infeasible")
 NGRAMS = (1, 3)
 
@@ -67,8 +70,8 @@ class HeadParams:
 # 0.946 / 0.038); en 0.980 -> 0.993, zh 0.962 -> 0.973. These flatter: the grid (192 settings per
 # language) was chosen on the same folds, the rules were tuned on most sets and the concepts written
 # after fresh4's and fresh5's mistakes had been read.
-PARAMS_EN = HeadParams(mode="union", add_p=0.8, clear_p=0.7, c=128.0)
-PARAMS_ZH = HeadParams(mode="union", add_p=0.6, clear_p=1.01, c=128.0)  # clear_p > 1: never lifts
+PARAMS_EN = HeadParams(mode="union", add_p=0.8, clear_p=0.6, c=16.0)
+PARAMS_ZH = HeadParams(mode="union", add_p=0.5, clear_p=0.8, c=16.0)
 
 
 def enabled() -> bool:

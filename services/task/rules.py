@@ -677,6 +677,18 @@ def detect_task_type(text: str) -> int:
 # Review
 
 
+# Certainty the request says it does NOT ask for ("不用零误差，MAE 0.02以内就行", "当然不可能精确到分",
+# "注意不是要预测号码", "no need for exact figures", "接近百分之百，至少99.5%"): masked before the
+# infeasibility rules read the request. Never "never wrong" or "not a single error": those ask for certainty.
+_NOT_ASKED = _rx(
+    r"(?:不用|不要求|不需要|不必|不可能|不是要|并不是要|并非|没必要|无需|不求|当然不|做不到|接近|近乎|趋近|尽量接近)"
+    r"[^，。；,;!?！？]{0,8}?(?:零误差|零延迟|精确|准确无误|百分之百|100%|预测(?:中奖)?号码|一点误差都没有|分毫不差)"
+    r"|\b(?:no need (?:for|to be)|(?:does ?n[o']t|do ?n[o']t) (?:need|have) to be|needn't be|not required to be|not looking for"
+    r"|rather than|instead of|not trying to|is ?n[o']t about|(?:as )?close (?:as possible )?to|nearly|approaching)\s+"
+    r"(?:\w+\s+){0,2}?(?:exact\w*|precise\w*|perfect\w*|100 ?%|zero (?:error|latency)|predict\w* (?:the )?(?:winning )?numbers)"
+)
+
+
 def review(text: str) -> tuple[int, str] | None:
     """(reject_reason, explanation) when the request must be refused, else None.
 
@@ -693,10 +705,11 @@ def review(text: str) -> tuple[int, str] | None:
             continue
         if _matches(entry["rules"], norm, entry["scope"]):
             return common_pb2.REJECT_REASON_UNETHICAL, f"Refused ({_plain(entry['category'])}): {entry['explanation']}."
+    plain = _NOT_ASKED.sub(" ", norm)  # "不用零误差", "no need for exact figures": certainty not asked for
     for entry in compiled["infeasible"]:
-        if _any(entry["unless"], norm):
+        if _any(entry["unless"], plain):
             continue
-        if _matches(entry["rules"], norm, entry["scope"]):
+        if _matches(entry["rules"], plain, entry["scope"]):
             return common_pb2.REJECT_REASON_INFEASIBLE, f"Not possible ({_plain(entry['category'])}): {entry['explanation']}."
     return _impossible_numbers(norm)
 

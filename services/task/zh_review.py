@@ -47,7 +47,7 @@ CONCEPTS_FILE = KNOWLEDGE / "review_concepts_zh.jsonl"
 ENV_SWITCH = "TRAINERAGENT_ZH_REVIEW"
 DEFAULT_ENABLED = True  # adopted: better than the rules alone on leave-one-set-out and on fresh5
 
-PARAMS = Params(k=5, familiar=0.15, add_share=0.8, clear_share=0.9, chinese=True)  # --cv-zh, a tie-set middle
+PARAMS = Params(k=7, familiar=0.15, add_share=0.8, clear_share=0.8, chinese=True)  # leave-one-set-out, see review_head
 
 _DIGITS = re.compile(r"\d+(?:\.\d+)?")
 _SPACE = re.compile(r"\s+")
