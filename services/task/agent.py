@@ -43,6 +43,8 @@ SUPPORTED_TASKS = {
 }
 # Answers by question id that settle a field of the TaskSpec (the Data agent asks these).
 _COLUMN_ANSWERS = ("label_column", "text_column")
+# answers picked from a question's choices: applied as fields (_apply_answers), never read as request text
+_CHOICE_ANSWERS = (*_COLUMN_ANSWERS, "task_type")
 DATA_TIMEOUT_S = 30 * 60
 DEPLOY_TIMEOUT_S = 10 * 60
 # Time the Model agent may take beyond the budget (export, stragglers) before the job gives up on it.
@@ -263,7 +265,7 @@ class TaskAgent:
         await self._set_stage(job.job_id, common_pb2.STAGE_REVIEW, "reading the request")
         text = job.request
         # Column names answered to the Data agent are not part of the request's meaning.
-        free_answers = [v for k, v in job.answers.items() if k not in _COLUMN_ANSWERS]
+        free_answers = [v for k, v in job.answers.items() if k not in _CHOICE_ANSWERS]
         if free_answers:
             text += "\n" + "\n".join(free_answers)
         spec = await asyncio.to_thread(brain.read_request, text, self.settings)
