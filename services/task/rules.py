@@ -670,7 +670,29 @@ def _tabular_kind(text: str, metrics: set[int]) -> int:
 
 def detect_task_type(text: str) -> int:
     norm = normalize(text)
-    return _task_type(norm, [t for t, _ in _targets_with_spans(norm)])
+    return _read_task(text, norm, [t for t, _ in _targets_with_spans(norm)])[0]
+
+
+def rule_task_reading(text: str, norm: str, targets: list[common_pb2.Target]):
+    """What the rules alone read of the task: type, vague pattern, a table with nothing said, the metrics."""
+    from services.task.task_reader import RuleReading
+
+    task_type = _task_type(norm, targets)
+    table_vague = False
+    if task_type in (common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION, common_pb2.TASK_TYPE_TABULAR_REGRESSION):
+        label_column, input_columns = extract_columns(text)
+        # a table and nothing said about what to learn from it ("train something on my spreadsheet")
+        table_vague = not label_column and not input_columns and not _any(_compiled()["task_verbs"], norm)
+    return RuleReading(task_type, _any(_compiled()["vague"], norm) is not None, table_vague,
+                       frozenset(t.metric for t in targets))
+
+
+def _read_task(text: str, norm: str, targets: list[common_pb2.Target]) -> tuple[int, bool]:
+    """(task type, clarify): the rules' reading, joined by the learned reader (services/task/task_reader.py,
+    ``TRAINERAGENT_TASK_READER``); the explicit ``vague`` patterns always ask."""
+    from services.task import task_reader
+
+    return task_reader.combine(text, rule_task_reading(text, norm, targets))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -934,7 +956,7 @@ def read_request(text: str) -> common_pb2.TaskSpec:
         return spec
     norm = normalize(text)
     targets = [t for t, _ in _targets_with_spans(norm)]
-    spec.task_type = _task_type(norm, targets)
+    spec.task_type, vague = _read_task(text, norm, targets)
     spec.targets.extend(targets)
     spec.constraints.CopyFrom(_constraints(norm))
     tabular = spec.task_type in (common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION, common_pb2.TASK_TYPE_TABULAR_REGRESSION)
@@ -946,10 +968,6 @@ def read_request(text: str) -> common_pb2.TaskSpec:
     if label_column:
         spec.label_column = label_column
     spec.input_columns.extend(input_columns)
-    vague = _any(_compiled()["vague"], norm) is not None
-    if tabular and not label_column and not input_columns and not _any(_compiled()["task_verbs"], norm):
-        # a table and nothing said about what to learn from it ("train something on my spreadsheet")
-        vague = True
     if vague or spec.task_type == common_pb2.TASK_TYPE_UNSPECIFIED:
         spec.decision = common_pb2.DECISION_CLARIFY
         spec.explanation = "The request does not say what the model should learn; please answer the questions."

@@ -13,10 +13,12 @@ from traineragent.v1 import common_pb2
 @pytest.fixture(autouse=True)
 def _phrase_rules_only(monkeypatch):
     """These tests are of the phrase rules; the semantic review beside them is tested in
-    test_semantic_review.py (and the shipped combination by test_task_eval_floors.py)."""
-    from services.task import semantic_review
+    test_semantic_review.py, the learned task-type reader in test_task_reader.py (and the shipped
+    combination by test_task_eval_floors.py)."""
+    from services.task import semantic_review, task_reader
 
     monkeypatch.setenv(semantic_review.ENV_SWITCH, "0")
+    monkeypatch.setenv(task_reader.ENV_SWITCH, "0")
 
 
 def spec_json(text: str) -> dict:
