@@ -129,6 +129,24 @@ def fit_vocabulary(texts: list[str] | tuple[str, ...]) -> Vocabulary:
 # --- the head -------------------------------------------------------------------------------------
 
 
+def text_features(text: str, vocabulary: Vocabulary | None) -> np.ndarray:
+    """A request's features: character n-gram TF-IDF over ``vocabulary`` (Chinese), else its MiniLM
+    embedding (English; the semantic review's cached vector). Shared by the head and the task reader."""
+    if vocabulary is not None:
+        return vocabulary.transform(text)
+    from services.task.semantic_review import _embedding
+
+    return _embedding(text).astype(np.float64)
+
+
+def linear_probabilities(coef: np.ndarray, intercept: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Softmax of a linear model's logits, rounded to 4 places (so thresholds see stable values)."""
+    logits = coef @ x + intercept
+    logits = logits - logits.max()
+    p = np.exp(logits)
+    return np.round(p / p.sum(), 4)
+
+
 @dataclass(frozen=True)
 class Head:
     coef: np.ndarray  # (3, d)
@@ -136,17 +154,10 @@ class Head:
     vocabulary: Vocabulary | None = None  # Chinese: the TF-IDF features; English: None (MiniLM)
 
     def features(self, text: str) -> np.ndarray:
-        if self.vocabulary is not None:
-            return self.vocabulary.transform(text)
-        from services.task.semantic_review import _embedding
-
-        return _embedding(text).astype(np.float64)
+        return text_features(text, self.vocabulary)
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
-        logits = self.coef @ x + self.intercept
-        logits = logits - logits.max()
-        p = np.exp(logits)
-        return np.round(p / p.sum(), 4)
+        return linear_probabilities(self.coef, self.intercept, x)
 
     def predict(self, text: str) -> np.ndarray:
         return self.probabilities(self.features(text))

@@ -78,6 +78,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.common.config import env_switch
+from services.task.review_head import Vocabulary, fit_vocabulary, linear_probabilities, text_features
 from traineragent.v1 import common_pb2
 
 KNOWLEDGE = pathlib.Path(__file__).with_name("knowledge")
@@ -176,23 +177,16 @@ class Reader:
 
     coef: np.ndarray  # (6, d), or for kNN the training points (n, d)
     intercept: np.ndarray  # (6,), or for kNN the training labels' class indices (n,)
-    vocabulary: object | None = None  # Chinese: review_head.Vocabulary; English: None (MiniLM)
+    vocabulary: Vocabulary | None = None  # Chinese: review_head.Vocabulary; English: None (MiniLM)
     knn: int = 0
 
     def features(self, text: str) -> np.ndarray:
-        if self.vocabulary is not None:
-            return self.vocabulary.transform(text)
-        from services.task.semantic_review import _embedding
-
-        return _embedding(text).astype(np.float64)
+        return text_features(text, self.vocabulary)
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         if self.knn:
             return knn_probabilities(self.coef, self.intercept.astype(int), x, self.knn)
-        logits = self.coef @ x + self.intercept
-        logits = logits - logits.max()
-        p = np.exp(logits)
-        return np.round(p / p.sum(), 4)
+        return linear_probabilities(self.coef, self.intercept, x)
 
     def predict(self, text: str) -> np.ndarray:
         return self.probabilities(self.features(text))
@@ -237,8 +231,6 @@ def features(texts: list[str], vocabulary) -> object:
 
 def fit_reader(texts: list[str], labels: list[str], chinese: bool, c: float, balanced: bool,
                embeddings: np.ndarray | None = None, knn: int = 0) -> Reader:
-    from services.task.review_head import fit_vocabulary
-
     vocabulary = None
     if chinese:
         vocabulary = fit_vocabulary(texts)
@@ -277,7 +269,6 @@ def save_readers(readers: dict[str, Reader], fingerprint_: str, sets: tuple[str,
 @functools.cache
 def load_readers(path: pathlib.Path = READER_FILE) -> dict[str, Reader]:
     """{"en": Reader, "zh": Reader} from the stored arrays (OSError when the file is missing)."""
-    from services.task.review_head import Vocabulary
 
     readers = {}
     with np.load(path, allow_pickle=False) as stored:
