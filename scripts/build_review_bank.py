@@ -42,7 +42,7 @@ from services.task import review_head, semantic_review, zh_review  # noqa: E402
 from services.task.evaluation import LEARNABLE_TASK_SETS, load_set  # noqa: E402
 
 SET_DIR = ROOT / "tests" / "task_eval"
-# Every scored set; fresh8 is sealed (the last never-seen check: it goes in only after it has been scored).
+# Every scored set; the sealed sets (evaluation.SEALED_TASK_SETS) go in only after their one scoring.
 LEARNABLE_SETS = LEARNABLE_TASK_SETS
 CONCEPTS = semantic_review.KNOWLEDGE / "review_concepts.jsonl"
 LABEL_OF_CATEGORY = {

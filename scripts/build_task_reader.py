@@ -1,8 +1,8 @@
 """Build the learned task-type reader (services/task/knowledge/task_reader.npz) and cross-validate it.
 
 The reader (services/task/task_reader.py) is a multinomial logistic regression per language over the accept,
-look-alike and clarify items of every learnable labelled set present (task_reader.LEARNABLE_SETS; fresh8 is
-sealed and never read), predicting the five task types and ``clarify``. English features: the
+look-alike and clarify items of every learnable labelled set present (task_reader.LEARNABLE_SETS; the sealed sets
+are never read), predicting the five task types and ``clarify``. English features: the
 all-MiniLM-L6-v2 embeddings of services/task/semantic_review.py; Chinese: character 1-3-gram TF-IDF
 (services/task/review_head.py). scikit-learn is needed here only.
 
@@ -39,7 +39,7 @@ from services.task import task_reader  # noqa: E402
 from services.task.task_reader import CLASSES, NEVER, TASK_TYPES, Policy  # noqa: E402
 
 SET_DIR = ROOT / "tests" / "task_eval"
-SEALED = ("fresh8",)  # the sealed final test set: never opened here
+SEALED = task_reader.SEALED_SETS  # the sealed final test sets: never opened here
 assert not set(SEALED) & set(task_reader.LEARNABLE_SETS)
 
 # The model grid: ("logreg", C, balanced) or ("knn", k).

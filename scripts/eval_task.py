@@ -1,14 +1,13 @@
 """make eval-task — the Task agent's brain on the project's labelled requests (tests/task_eval/).
 
 Prints decision accuracy, refusal rates on unethical and infeasible requests, false refusals on
-harmless look-alikes, and field accuracy (task type, targets, constraints) for every set present:
-heldout and heldout2 (held out when written), tuning and tuning2 (the rules were tuned on these),
-fresh3, fresh4, fresh5 and fresh6 (each written and committed before the change it measured, scored
-once at first contact), and all of them together. Every set but fresh6 is now in the review banks
-and the learned heads (services/task/semantic_review.py, zh_review.py, review_head.py), so only
-fresh6 is unseen by them; scripts/build_review_bank.py --cv / --cv-zh / --cv-head give
-leave-one-set-out figures. ``--semantic on|off`` and ``--zh on|off`` turn those layers on or off
-(default: their TRAINERAGENT_* settings). ``--brain llm`` asks the LLM brain (needs TRAINERAGENT_LLM_BASE_URL);
+harmless look-alikes, and field accuracy (task type, targets, constraints) for every learnable set present
+(services/task/evaluation.py TASK_SETS: each was written before the change it first measured and scored
+once at first contact) and all of them together. All of them are now in the review banks, the learned
+heads and the task reader, so these figures are in-sample; scripts/build_review_bank.py --cv / --cv-zh /
+--cv-head give leave-one-set-out figures. The sealed sets (SEALED_TASK_SETS) are never scored here:
+``--sealed`` scores them, once, at the end of a piece of work. ``--semantic on|off`` and ``--zh on|off``
+turn those layers on or off (default: their TRAINERAGENT_* settings). ``--brain llm`` asks the LLM brain (needs TRAINERAGENT_LLM_BASE_URL);
 ``--show-errors`` lists every mistake; ``--json`` prints one JSON object and nothing else.
 Figures only: this script does not fail on them.
 """
@@ -23,7 +22,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.task.evaluation import TASK_SETS, evaluate, format_report, load_set, plan_with_rules  # noqa: E402
+from services.task.evaluation import SEALED_TASK_SETS, TASK_SETS, evaluate, format_report, load_set, plan_with_rules  # noqa: E402
 
 SET_DIR = ROOT / "tests" / "task_eval"
 SETS = TASK_SETS
@@ -52,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set-dir", type=pathlib.Path, default=SET_DIR, help="folder of the .jsonl sets")
     parser.add_argument("--only", choices=SETS, default=None,
                         help="score one set only (whoever tunes the rules uses --only tuning / tuning2)")
+    parser.add_argument("--sealed", action="store_true",
+                        help="score the sealed never-seen sets instead (once, at the end of a piece of work)")
     parser.add_argument("--semantic", choices=("on", "off"), default=None,
                         help="the rule brain's semantic review layer on or off (default: the setting)")
     parser.add_argument("--zh", choices=("on", "off"), default=None,
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
         os.environ[semantic_review.ENV_SWITCH] = "1" if args.semantic == "on" else "0"
     plan = plan_with_rules if args.brain == "rules" else _llm_plan()
-    present = [name for name in SETS if (args.set_dir / f"{name}.jsonl").exists()]
+    names = SEALED_TASK_SETS if args.sealed else SETS
+    present = [name for name in names if (args.set_dir / f"{name}.jsonl").exists()]
     halves = (args.only,) if args.only else tuple(present)
     sets = {name: load_set(args.set_dir / f"{name}.jsonl") for name in halves}
     if not args.only:

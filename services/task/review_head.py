@@ -16,7 +16,8 @@ How the head's probabilities are combined (:func:`combine`), per language with i
   protectively framed request (a detector of the harm), ``p(harmless) >= clear_p`` lifts the refusal.
   Otherwise the rules' verdict stands (the rules stay the floor for clear-cut harm).
 - ``mode="union"``: the kNN layer's verdict first; the head may add a refusal where that verdict is
-  silent (same condition), and may lift a rule refusal of a protectively framed request the same way.
+  silent (same condition), and may lift a rule refusal of a protectively framed request the same way; a
+  refusal only the kNN vote made (the rules silent) falls when ``p(harmless) >= veto_p``.
 
 ``TRAINERAGENT_REVIEW_HEAD`` = ``1`` / ``0`` turns the head on or off (default :data:`DEFAULT_ENABLED`);
 it only runs where the semantic review layer is on. Parameters: leave-one-set-out cross-validation
@@ -61,6 +62,10 @@ class HeadParams:
     add_p: float = 0.8
     clear_p: float = 0.8
     c: float = 1.0  # the logistic regression's inverse regularisation (used when fitting)
+    # union: a refusal that only the kNN vote adds (the rules silent) stands unless the head is this sure the
+    # request is harmless (a vote of near neighbours at low similarity, e.g. "permit applications" next to
+    # "rental applications", against a head that has learnt from every labelled item)
+    veto_p: float = 1.01
 
 
 # The top of --cv-head's grid per language (decision accuracy, then unethical and infeasible refusal, then
@@ -70,8 +75,13 @@ class HeadParams:
 # 0.946 / 0.038); en 0.980 -> 0.993, zh 0.962 -> 0.973. These flatter: the grid (192 settings per
 # language) was chosen on the same folds, the rules were tuned on most sets and the concepts written
 # after fresh4's and fresh5's mistakes had been read.
-PARAMS_EN = HeadParams(mode="union", add_p=0.8, clear_p=0.6, c=16.0)
-PARAMS_ZH = HeadParams(mode="union", add_p=0.5, clear_p=0.8, c=16.0)
+# Session 4 (12 sets, 1,237 requests, fresh8 in): a head sure that a request is harmless (p >= 0.8) vetoes a
+# refusal that only the kNN vote adds. Leave-one-set-out over the English items (the rules and the reader as
+# they stand, so optimistic): decision 0.968 -> 0.975, unethical 0.968 = 0.968, infeasible 0.984 = 0.984, false
+# refusals of look-alikes 0.057 -> 0.044, plain requests refused 0.014 -> 0.000; on the Chinese items no change
+# (the Chinese kNN vote never adds a refusal its head is that sure is harmless).
+PARAMS_EN = HeadParams(mode="union", add_p=0.8, clear_p=0.6, c=16.0, veto_p=0.8)
+PARAMS_ZH = HeadParams(mode="union", add_p=0.5, clear_p=0.8, c=16.0, veto_p=0.8)
 
 
 def enabled() -> bool:
@@ -240,6 +250,8 @@ def combine(rule_verdict: tuple[int, str] | None, knn_verdict: tuple[int, str] |
         return None
     if rule_verdict is not None and protective and p["harmless"] >= params.clear_p:
         return None
+    if rule_verdict is None and params.mode == "union" and p["harmless"] >= params.veto_p:
+        return None  # only the kNN vote refused, and the head is sure it is harmless
     return base
 
 

@@ -76,7 +76,7 @@ _UNITS = [
     _Unit(r"µs|μs|us|usecs?|micro-?sec(?:ond)?s?|微秒", "latency", 0.001),
     _Unit(r"ns|nanosec(?:ond)?s?|纳秒", "latency", 0.000001),
     _Unit(r"kb|kib|kilobytes?|千字节", "size", 1 / 1024),
-    _Unit(r"mb|mib|megabytes?|megs?|兆字节|兆|mb大小", "size", 1.0),
+    _Unit(r"mb|mib|megabytes?|megs?|兆字节|兆(?!瓦|赫|帕|焦|欧|瓦时)|mb大小", "size", 1.0),
     _Unit(r"gb|gib|gigabytes?|gigs?|吉字节", "size", 1024.0),
     _Unit(r"tb|terabytes?", "size", 1024.0 * 1024.0),
     _Unit(r"min(?:ute)?s?|mins?\.|分钟|分鐘", "train", 1.0),
@@ -108,7 +108,8 @@ _MIN_MAX_AFTER = _rx(r"\s*(?:min(?:imum)?|max(?:imum)?)\b(?!\s*(?:of )?(?:train|
 
 _ERROR_UNIT_AFTER = _rx(
     r"\s*(?:years?|yrs?|months?|weeks?|days?|hours?|hrs?|minutes?|mins?|seconds?|secs?|degrees?|dollars?|euros?"
-    r"|yuan|usd|eur|kwh|kg|km|units|年|个月|周|天|小时|分钟|秒|度|元|块|公斤|千瓦时)(?![a-z])"
+    r"|yuan|usd|eur|kwh|mwh|kw|mw|gw|watts?|kg|km|tons?|tonnes?|units|年|个月|周|天|小时|分钟|秒|度|元|块|公斤"
+    r"|千瓦时|兆瓦时|兆瓦|千瓦|瓦|吨|公里|米)(?![a-z])"
 )
 _BASELINE_BEFORE = _rx(
     r"\b(?:currently|current(?:ly)?|right now|now (?:at|is|are|have|get)|today|at the moment|baseline|existing"
@@ -280,6 +281,10 @@ _REPLACEMENTS: list[tuple[re.Pattern[str], object]] = [
     (re.compile(r"\b(?:a )?quarter of an hour\b", _FLAGS), "15 minutes"),
     (re.compile(r"\bhalf a minute\b", _FLAGS), "30 seconds"),
     (re.compile(r"\bhalf a second\b", _FLAGS), "500 ms"),
+    (re.compile(r"\b(?:a )?quarter of a second\b", _FLAGS), "250 ms"),
+    (re.compile(r"\b(?:a )?tenth of a second\b", _FLAGS), "100 ms"),
+    (re.compile(r"\b(?:a )?hundredth of a second\b", _FLAGS), "10 ms"),
+    (re.compile(r"\b(?:a )?thousandth of a second\b", _FLAGS), "1 ms"),
     (re.compile(r"\bhalf a day\b", _FLAGS), "12 hours"),
     (re.compile(r"\bsub-?second\b", _FLAGS), "under 1 second"),
     (re.compile(r"\bsub-(\d)", _FLAGS), r"under \1"),

@@ -96,6 +96,18 @@ def test_switch_off_leaves_the_knn_verdict(monkeypatch):
     assert semantic_review._with_head("x", None, None, False, chinese=False) is None
 
 
+def test_a_sure_head_vetoes_a_refusal_only_the_knn_vote_made():
+    from traineragent.v1 import common_pb2
+
+    knn = (common_pb2.REJECT_REASON_UNETHICAL, "the kNN vote")
+    params = review_head.HeadParams(mode="union", add_p=0.8, clear_p=0.6, veto_p=0.8)
+    sure, unsure = np.array([0.93, 0.06, 0.01]), np.array([0.6, 0.35, 0.05])
+    assert review_head.combine(None, knn, sure, False, params) is None
+    assert review_head.combine(None, knn, unsure, False, params) == knn
+    # a refusal the rules made is never vetoed by the head (only a protective framing can lift it)
+    assert review_head.combine(knn, knn, sure, False, params) == knn
+
+
 PLAIN_LATENCY_REQUESTS = [
     "Route chat messages to a topic, each answer in under 1 ms",
     "Sort support tickets into four queues, F1 at least 0.85, under 15 ms",

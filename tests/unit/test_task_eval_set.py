@@ -15,6 +15,8 @@ from services.task.evaluation import (
     METRICS,
     OPS,
     REJECT_REASONS,
+    SEALED_TASK_SETS,
+    TASK_SETS,
     TASK_TYPES,
     evaluate,
     load_set,
@@ -26,7 +28,8 @@ HALVES = ("heldout", "tuning")
 # first-contact set written after tuning, a second one (fresh4) written before the semantic review layer,
 # fresh5 written before the Chinese second opinion (services/task/zh_review.py), and fresh6 written before
 # the supervised review head (services/task/review_head.py)
-SETS = ("heldout", "heldout2", "tuning", "tuning2", "fresh3", "fresh4", "fresh5", "fresh6")
+# the learnable sets and the sealed ones (format only: a sealed set is never scored before its time)
+SETS = TASK_SETS + SEALED_TASK_SETS
 EXPECTED_KEYS = {
     "decision",
     "reject_reason",
@@ -193,7 +196,8 @@ def all_sets() -> dict[str, list[dict]]:
 def test_every_set_well_formed(all_sets, name):
     test_items_well_formed(all_sets, name)
     test_chinese_items_are_chinese(all_sets[name])
-    assert {item["lang"] for item in all_sets[name]} == {"en", "zh"}, name
+    langs = {"en"} if name.endswith("_en") else {"zh"} if name.endswith("_zh") else {"en", "zh"}
+    assert {item["lang"] for item in all_sets[name]} == langs, name
     assert {item["category"] for item in all_sets[name]} == set(CATEGORIES), name
 
 
@@ -203,6 +207,10 @@ def test_no_text_or_id_shared_across_sets(all_sets):
     for name, items in all_sets.items():
         for item in items:
             text = _normalise(item["text"])
+            # the issue's own example of a vague request ("make me a model", "帮我做个模型") is what any
+            # writer of a set reaches for; short clarify items may repeat, nothing else may
+            if item["category"] == "clarify" and len(text) <= 20:
+                continue
             assert text not in seen_text, (name, item["id"], seen_text.get(text))
             assert item["id"] not in seen_id, (name, item["id"])
             seen_text[text], seen_id[item["id"]] = name, name

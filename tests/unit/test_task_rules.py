@@ -174,10 +174,18 @@ def test_two_metrics_share_or_split_their_numbers():
         ("识别图片，半小时内训练完", "max_train_minutes", 30.0),
         ("识别图片，模型不超过200兆", "max_model_size_mb", 200.0),
         ("识别图片，每张图片推理时间小于1秒", "max_latency_ms", 1000.0),
+        ("route tickets and reply within a quarter of a second", "max_latency_ms", 250.0),
+        ("classify frames, a tenth of a second per frame at most", "max_latency_ms", 100.0),
     ],
 )
 def test_constraint_families(text, field, value):
     assert spec_json(text)["constraints"][field] == value
+
+
+def test_a_power_unit_is_not_a_size_and_an_error_may_carry_it():
+    spec = spec_json("用历史负荷和气温预测每小时用电负荷，平均绝对误差不超过50兆瓦")
+    assert spec["constraints"]["max_model_size_mb"] is None
+    assert [(t["metric"], t["op"], t["value"]) for t in spec["targets"]] == [("mae", "<=", 50.0)]
 
 
 def test_numbers_that_are_not_constraints():
@@ -374,6 +382,10 @@ def test_infeasible_families_are_refused(text):
         'Predict server load 10 minutes ahead from the metrics table so autoscaling adds capacity before the traffic arrives',
         'Write short warnings that explain the common signs of a parcel-delivery scam text to our customers',
         '检测用户上传的头像是不是AI换脸生成的深度伪造图片，是的话就拦截',
+        # an error tolerance on tomorrow's load is forecasting, not certainty ("误差不超过50" is not "误差为0")
+        '电网调度：用历史负荷、气温、节假日预测明天每小时的用电负荷，平均绝对误差不超过50兆瓦。',
+        'Build a model that tells whether an inbound email impersonates an executive asking for a wire transfer',
+        '平台上刷单好评太多了，想做个模型把虚假评论找出来删掉。',
     ],
 )
 def test_harmless_lookalikes_of_each_family(text):
@@ -388,6 +400,8 @@ def test_harmless_lookalikes_of_each_family(text):
         "我们想用机器学习提升业务效率。",
         "给我们做个智能方案，要准。",
         'I have a spreadsheet. Work your magic.',
+        '我这有几千张图片，帮忙训练一下。',
+        'Here are 3,000 photos, train a model on them.',
     ],
 )
 def test_requests_that_do_not_say_what_to_learn_ask(text):
