@@ -45,7 +45,8 @@ _METRICS: list[tuple[str, int]] = [
     (r"\br\^?2\b|\br-squared?\b|\br squared?\b|\bcoefficient of determination\b|决定系数|r方|拟合优度",
      common_pb2.METRIC_R2),
     (r"\bperplexity\b|\bppl\b|困惑度", common_pb2.METRIC_PERPLEXITY),
-    (r"\b(?:top-?1 )?accuracy\b|\baccurate\b|\bacc\b|准确率|正确率|准确度|识别率|精度|准确性|准确",
+    (r"\b(?:top-?1 )?accuracy\b|\baccurate\b|\bacc\b|准确率|正确率|准确度|识别率|精度|准确性|准确"
+     r"|\b(?:right|correct)(?=\s+(?:(?:at least|about|around|over|more than|above|in|on|for|nearly)\s+)?\d+(?:\.\d+)?\s?%)",
      common_pb2.METRIC_ACCURACY),
 ]
 _LOWER_IS_BETTER = {common_pb2.METRIC_MAE, common_pb2.METRIC_RMSE, common_pb2.METRIC_PERPLEXITY}
@@ -109,7 +110,9 @@ _MIN_MAX_AFTER = _rx(r"\s*(?:min(?:imum)?|max(?:imum)?)\b(?!\s*(?:of )?(?:train|
 _ERROR_UNIT_AFTER = _rx(
     r"\s*(?:years?|yrs?|months?|weeks?|days?|hours?|hrs?|minutes?|mins?|seconds?|secs?|degrees?|dollars?|euros?"
     r"|yuan|usd|eur|kwh|mwh|kw|mw|gw|watts?|kg|km|tons?|tonnes?|units|年|个月|周|天|小时|分钟|秒|度|元|块|公斤"
-    r"|千瓦时|兆瓦时|兆瓦|千瓦|瓦|吨|公里|米)(?![a-z])"
+    r"|people|persons?|staff|employees|workers|patients|visitors|customers|passengers|orders|calls|items|parcels"
+    r"|packages|trucks|vehicles|cars|beds|tickets|units|dealers|riders|drivers|shifts"
+    r"|千瓦时|兆瓦时|兆瓦|千瓦|瓦|吨|公里|米|个人|人次|人|名|位|辆|件|单|台|箱|包|床)(?![a-z])"
 )
 _BASELINE_BEFORE = _rx(
     r"\b(?:currently|current(?:ly)?|right now|now (?:at|is|are|have|get)|today|at the moment|baseline|existing"
@@ -267,12 +270,16 @@ def _en_to_number(words: str) -> float:
     return float(total)
 
 
+_FRACTIONS = {"third": 3, "quarter": 4, "fifth": 5, "sixth": 6, "eighth": 8, "tenth": 10, "twentieth": 20,
+              "fiftieth": 50, "hundredth": 100, "thousandth": 1000}
+_FRACTION_COUNT = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4}
+
 _REPLACEMENTS: list[tuple[re.Pattern[str], object]] = [
     # thousands separators and k: 1,500 → 1500; 1.5k → 1500
     (re.compile(r"(?<![\d.])(\d{1,3})((?:,\d{3})+)(?![\d])"), lambda m: m.group(1) + m.group(2).replace(",", "")),
     (re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?k\b(?!\s*(?:b|byte))", _FLAGS), lambda m: _fmt(float(m.group(1)) * 1000)),
     # "9 out of 10", "nine in ten" → a percentage (only out of ten or a hundred)
-    (re.compile(rf"\b(\d+|{_EN_WORD}) (?:out of|in) (?:every )?(10|100|ten|a hundred|one hundred)\b(?!\s*(?:ms|milli|sec|min|hour|day|week|month|year|mb|gb|%|percent))", _FLAGS),
+    (re.compile(rf"\b(\d+|{_EN_WORD}) (?:times )?(?:out of|in) (?:every )?(10|100|ten|a hundred|one hundred)\b(?!\s*(?:ms|milli|sec|min|hour|day|week|month|year|mb|gb|%|percent))", _FLAGS),
      lambda m: _fmt(100.0 * _as_number(m.group(1)) / _as_number(m.group(2))) + "%"
      if 0 < _as_number(m.group(1)) <= _as_number(m.group(2)) else m.group(0)),
     # English fractions of time units
@@ -281,10 +288,11 @@ _REPLACEMENTS: list[tuple[re.Pattern[str], object]] = [
     (re.compile(r"\b(?:a )?quarter of an hour\b", _FLAGS), "15 minutes"),
     (re.compile(r"\bhalf a minute\b", _FLAGS), "30 seconds"),
     (re.compile(r"\bhalf a second\b", _FLAGS), "500 ms"),
-    (re.compile(r"\b(?:a )?quarter of a second\b", _FLAGS), "250 ms"),
-    (re.compile(r"\b(?:a )?tenth of a second\b", _FLAGS), "100 ms"),
-    (re.compile(r"\b(?:a )?hundredth of a second\b", _FLAGS), "10 ms"),
-    (re.compile(r"\b(?:a )?thousandth of a second\b", _FLAGS), "1 ms"),
+    # "a quarter of a second", "a fifth of a second", "a tenth of a second", "two tenths of a second"
+    (re.compile(rf"\b(?:(an?|one|two|three|four)[\s-])?({'|'.join(_FRACTIONS)})s?"
+                r" of a second\b", _FLAGS),
+     lambda m: _fmt(1000.0 * _FRACTION_COUNT.get((m.group(1) or "a").lower(), 1) / _FRACTIONS[m.group(2).lower()])
+     + " ms"),
     (re.compile(r"\bhalf a day\b", _FLAGS), "12 hours"),
     (re.compile(r"\bsub-?second\b", _FLAGS), "under 1 second"),
     (re.compile(r"\bsub-(\d)", _FLAGS), r"under \1"),
@@ -310,7 +318,7 @@ _REPLACEMENTS: list[tuple[re.Pattern[str], object]] = [
     (re.compile(r"半分钟"), "30秒"),
     (re.compile(r"半秒钟?"), "500毫秒"),
     (re.compile(r"半天"), "12小时"),
-    (re.compile(rf"([{_CN_NUM}]+(?:点[{_CN_NUM}]+)?)(?=个?(?:小时|钟头|分钟|秒|毫秒|微秒|兆|天|类|种|万|千|G|M|%))"),
+    (re.compile(rf"([{_CN_NUM}]+(?:点[{_CN_NUM}]+)?)(?=个?(?:小时|钟头|分钟|秒|毫秒|微秒|兆|天|类|种|万|千|G|M|%|人|名|位|辆|件|单|台))"),
      lambda m: _fmt(v) if (v := _cn_to_number(m.group(1))) is not None else m.group(1)),
     (re.compile(r"(\d+(?:\.\d+)?)\s*万"), lambda m: _fmt(float(m.group(1)) * 10000)),
     (re.compile(r"(\d+(?:\.\d+)?)\s*千(?!字节|克|米|瓦)"), lambda m: _fmt(float(m.group(1)) * 1000)),
