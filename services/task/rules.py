@@ -46,6 +46,8 @@ _METRICS: list[tuple[str, int]] = [
      common_pb2.METRIC_R2),
     (r"\bperplexity\b|\bppl\b|困惑度", common_pb2.METRIC_PERPLEXITY),
     (r"\b(?:top-?1 )?accuracy\b|\baccurate\b|\bacc\b|准确率|正确率|准确度|识别率|精度|准确性|准确"
+     r"|\b(?:classified|labell?ed|sorted|predicted|identified|recogni[sz]ed|routed|tagged|read) correctly\b"
+     r"|\bcorrectly (?:classified|labell?ed|sorted|predicted|identified|recogni[sz]ed|routed|tagged)\b"
      r"|\b(?:right|correct)(?=\s+(?:(?:at least|about|around|over|more than|above|in|on|for|nearly)\s+)?\d+(?:\.\d+)?\s?%)",
      common_pb2.METRIC_ACCURACY),
 ]
@@ -112,7 +114,7 @@ _ERROR_UNIT_AFTER = _rx(
     r"|yuan|usd|eur|kwh|mwh|kw|mw|gw|watts?|kg|km|tons?|tonnes?|units|年|个月|周|天|小时|分钟|秒|度|元|块|公斤"
     r"|people|persons?|staff|employees|workers|patients|visitors|customers|passengers|orders|calls|items|parcels"
     r"|packages|trucks|vehicles|cars|beds|tickets|units|dealers|riders|drivers|shifts"
-    r"|千瓦时|兆瓦时|兆瓦|千瓦|瓦|吨|公里|米|个人|人次|人|名|位|辆|件|单|台|箱|包|床)(?![a-z])"
+    r"|千瓦时|兆瓦时|兆瓦|千瓦|瓦|吨|公里|米|个人|人次|人|名|位|辆|件|单|台|箱|包|床|个(?!百分点|月|小时|类))(?![a-z])"
 )
 _BASELINE_BEFORE = _rx(
     r"\b(?:currently|current(?:ly)?|right now|now (?:at|is|are|have|get)|today|at the moment|baseline|existing"
@@ -137,7 +139,7 @@ _LATENCY_CUE = _rx(
 )
 _DATA_CUE = _rx(
     r"\bdata\w*|\bfiles?\b|\bcsv\b|\bupload\w*|\barchive|\bzip\b|\bcorpus|\bimages? total|\bfolders?\b|\bdirector(?:y|ies)\b"
-    r"|\bcollection\b|\bdump\b|\bof (?:images|photos|scans|logs|text|records)\b|数据|文件|语料|上传|文件夹|图片集",
+    r"|\bcollection\b|\bdump\b|\bof (?:images|photos|scans|logs|text|records)\b|数据|(?<!模型)文件|语料|上传|文件夹|图片集",
     _FLAGS,
 )
 _SIZE_CUE = _rx(
@@ -278,6 +280,8 @@ _REPLACEMENTS: list[tuple[re.Pattern[str], object]] = [
     # thousands separators and k: 1,500 → 1500; 1.5k → 1500
     (re.compile(r"(?<![\d.])(\d{1,3})((?:,\d{3})+)(?![\d])"), lambda m: m.group(1) + m.group(2).replace(",", "")),
     (re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?k\b(?!\s*(?:b|byte))", _FLAGS), lambda m: _fmt(float(m.group(1)) * 1000)),
+    # decades ("the 1970s", "1900s to the 1990s") are not seconds
+    (re.compile(r"\b((?:1[5-9]|20)\d0)s\b"), r"\1 decade"),
     # "9 out of 10", "nine in ten" → a percentage (only out of ten or a hundred)
     (re.compile(rf"\b(\d+|{_EN_WORD}) (?:times )?(?:out of|in) (?:every )?(10|100|ten|a hundred|one hundred)\b(?!\s*(?:ms|milli|sec|min|hour|day|week|month|year|mb|gb|%|percent))", _FLAGS),
      lambda m: _fmt(100.0 * _as_number(m.group(1)) / _as_number(m.group(2))) + "%"
@@ -544,6 +548,7 @@ def _constraint_clause(text: str, start: int, end: int) -> tuple[int, int]:
 _DESCRIBES_DATA = _rx(
     r"\s*(?!(?:training|train|budget|limit|cap|timeout|time|latency|response|sla|max|maximum|window|run|turnaround"
     r"|deadline|job|search|fit)\b)[a-z]+")
+_DATA_WINDOW = _rx(r"(?:近|最近|过去|前|未来|接下来|之后|\blast|\bpast|\bprevious|\bprior|\bnext|\bcoming|\bfollowing)\s*$")
 _EXPLICIT_TRAIN = _rx(r"\btrain\w*|\bfit(?:ting)?\b|\bepochs?\b|训练|调参")
 
 
@@ -555,7 +560,12 @@ def extract_constraints(text: str) -> common_pb2.Constraints:
 def _constraints(text: str) -> common_pb2.Constraints:
     constraints = common_pb2.Constraints()
     found: dict[str, list[tuple[int, float]]] = {"latency": [], "size": [], "train": []}
+    # "MAE below 30 seconds": the number is the error's target, not a limit on the model
+    error_spans = [span for target, span in _targets_with_spans(text)
+                   if target.metric in (common_pb2.METRIC_MAE, common_pb2.METRIC_RMSE)]
     for match in _UNIT_RE.finditer(text):
+        if any(lo <= match.start() <= hi for lo, hi in error_spans):
+            continue
         unit_index = next(i for i in range(len(_UNITS)) if match.group(f"u{i}"))
         unit = _UNITS[unit_index]
         value = float(match.group(1)) * unit.factor
@@ -570,6 +580,8 @@ def _constraints(text: str) -> common_pb2.Constraints:
             if cue == "train" and value <= 5 and not _EXPLICIT_TRAIN.search(clause):
                 cue = "latency"  # "手机上0.1秒出结果": a few seconds is an answer's time, not a training budget
             kind, value = ("train", value / 60.0) if cue == "train" else ("latency", value * 1000.0)
+        elif kind == "train_day" and _DATA_WINDOW.search(text[max(0, match.start() - 12) : match.start()]):
+            continue  # "近90天购买次数", "over the last 30 days": a window of the data
         elif kind in ("train", "train_day"):
             cue = _nearest_cue(text, lo, hi, span, {"train": _TRAIN_CUE, "latency": _LATENCY_CUE})
             if cue == "latency" and kind == "train":
