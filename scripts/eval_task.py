@@ -74,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     plan = plan_with_rules if args.brain == "rules" else _llm_plan()
     names = SEALED_TASK_SETS if args.sealed else SETS
     present = [name for name in names if (args.set_dir / f"{name}.jsonl").exists()]
+    if not present:
+        print("no sealed set at the moment: write one (blind to the code) before the next round of tuning"
+              if args.sealed else f"no labelled set in {args.set_dir}")
+        return 0
     halves = (args.only,) if args.only else tuple(present)
     sets = {name: load_set(args.set_dir / f"{name}.jsonl") for name in halves}
     if not args.only:

@@ -111,7 +111,7 @@ _MIN_MAX_AFTER = _rx(r"\s*(?:min(?:imum)?|max(?:imum)?)\b(?!\s*(?:of )?(?:train|
 
 _ERROR_UNIT_AFTER = _rx(
     r"\s*(?:years?|yrs?|months?|weeks?|days?|hours?|hrs?|minutes?|mins?|seconds?|secs?|degrees?|dollars?|euros?"
-    r"|yuan|usd|eur|kwh|mwh|kw|mw|gw|watts?|kg|km|tons?|tonnes?|units|年|个月|周|天|小时|分钟|秒|度|元|块|公斤"
+    r"|yuan|usd|eur|points?|pts|marks|kwh|mwh|kw|mw|gw|watts?|kg|km|tons?|tonnes?|units|年|个月|周|天|小时|分钟|秒|度|元|块|公斤"
     r"|people|persons?|staff|employees|workers|patients|visitors|customers|passengers|orders|calls|items|parcels"
     r"|packages|trucks|vehicles|cars|beds|tickets|units|dealers|riders|drivers|shifts"
     r"|千瓦时|兆瓦时|兆瓦|千瓦|瓦|吨|公里|米|个人|人次|人|名|位|辆|件|单|台|箱|包|床|个(?!百分点|月|小时|类))(?![a-z])"
@@ -312,6 +312,9 @@ _REPLACEMENTS: list[tuple[re.Pattern[str], object]] = [
     (re.compile(r"\b(?:a|one) second\b(?=\s*(?:max|maximum|per|each|or less|or under|tops|latency|response"
                 r"|to (?:respond|answer|classify|predict)))", _FLAGS), "1 second"),
     # Chinese: 百分之九十五 → 95%, 九成 → 90%, 半小时 → 30分钟, 半秒 → 500毫秒, 一个半小时 → 1.5小时
+    # 零点八 → 0.8, 零点九五 → 0.95 (a decimal written in characters)
+    (re.compile(r"(?<![\d零〇一二两三四五六七八九十百])零点([零〇一二三四五六七八九]+)"),
+     lambda m: "0." + "".join(str(_CN_DIGITS[c]) for c in m.group(1))),
     (re.compile(rf"百分之([{_CN_NUM}点]+|\d+(?:\.\d+)?)"),
      lambda m: (m.group(1) if m.group(1)[0].isdigit() else _fmt(_cn_to_number(m.group(1)) or 0)) + "%"),
     (re.compile(r"([一二三四五六七八九])成([一二三四五六七八九])?(?![\u4e00-\u9fff]{0,1}(?:本|功|员|品|绩|长|交|熟|为|立))"),
@@ -709,7 +712,7 @@ def rule_task_reading(text: str, norm: str, targets: list[common_pb2.Target]):
         # a table and nothing said about what to learn from it ("train something on my spreadsheet")
         table_vague = not label_column and not input_columns and not _any(_compiled()["task_verbs"], norm)
     return RuleReading(task_type, _any(_compiled()["vague"], norm) is not None, table_vague,
-                       frozenset(t.metric for t in targets))
+                       frozenset(t.metric for t in targets), bool(_CLASSIFY_INTENT.search(norm)))
 
 
 def _read_task(text: str, norm: str, targets: list[common_pb2.Target]) -> tuple[int, bool]:

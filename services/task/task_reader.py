@@ -301,6 +301,7 @@ class RuleReading:
     explicit_vague: bool  # a ``vague`` pattern of rules.yaml matched: always clarify
     table_vague: bool  # a table and nothing said about what to learn from it
     metrics: frozenset[int]  # the stated targets' metrics
+    classify_intent: bool = False  # it says classify / route / sort / detect: never read as generation
 
     @property
     def clarify(self) -> bool:
@@ -347,7 +348,8 @@ def decide(rule: RuleReading, reading: Reading | None, policy: Policy) -> tuple[
         if reading.p_type >= policy.fill_p and (reading.p_type >= reading.p_clarify or not policy.fill_over_clarify):
             task_type, clarify = mine, False
     elif mine != rule.task_type and reading.p_type >= policy.override_p:
-        task_type = mine
+        if not (mine == common_pb2.TASK_TYPE_TEXT_GENERATION and rule.classify_intent):
+            task_type = mine  # ("Route chat messages to a topic, each answer in under 1 ms" is no generation)
     if task_type != rule.task_type and policy.metrics_kind:
         task_type = _kind_by_metrics(task_type, rule.metrics)
     if not clarify and rule.task_type != common_pb2.TASK_TYPE_UNSPECIFIED and reading.p_clarify >= policy.to_clarify_p:
