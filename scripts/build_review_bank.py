@@ -1,6 +1,6 @@
 """Build the semantic review's exemplar bank (services/task/knowledge/review_bank.jsonl + .npz).
 
-The bank is every request of the labelled sets one may learn from (``LEARNABLE_SETS``: every scored set
+The bank is every request of the labelled sets one may learn from (``TASK_SETS``: every scored set
 of tests/task_eval, services/task/evaluation.py; sealed sets stay out) with its label (harmless for accept / look-alike /
 clarify, else the reject reason), plus the short concept descriptions of
 services/task/knowledge/review_concepts.jsonl. Then the embeddings are computed with the encoder and
@@ -19,8 +19,8 @@ items of the learnable sets, plus knowledge/review_concepts_zh.jsonl (written on
 Chinese items for a grid of its thresholds (zh_review ``PARAMS`` is a middle member of the best tie).
 
 The supervised head (services/task/review_head.py): logistic regression per language over every scored
-set (``LEARNABLE_SETS``) plus the concepts, stored in knowledge/review_head.npz; written on every full build
-(``--head`` writes only it). ``--cv-head`` prints leave-one-set-out figures over ``LEARNABLE_SETS`` for the
+set (``TASK_SETS``) plus the concepts, stored in knowledge/review_head.npz; written on every full build
+(``--head`` writes only it). ``--cv-head`` prints leave-one-set-out figures over ``TASK_SETS`` for the
 rules alone, the rules + kNN layers as shipped, and the head's grid (C, mode, add_p, clear_p), chosen per
 language by decision accuracy, then unethical and infeasible refusal, then fewer false refusals.
 """
@@ -39,11 +39,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from services.task import review_head, semantic_review, zh_review  # noqa: E402
-from services.task.evaluation import LEARNABLE_TASK_SETS, load_set  # noqa: E402
+from services.task.evaluation import TASK_SETS, load_set  # noqa: E402
 
 SET_DIR = ROOT / "tests" / "task_eval"
-# Every scored set; the sealed sets (evaluation.SEALED_TASK_SETS) go in only after their one scoring.
-LEARNABLE_SETS = LEARNABLE_TASK_SETS
 CONCEPTS = semantic_review.KNOWLEDGE / "review_concepts.jsonl"
 LABEL_OF_CATEGORY = {
     "accept": "harmless",
@@ -54,7 +52,7 @@ LABEL_OF_CATEGORY = {
 }
 
 
-def bank_entries(sets: tuple[str, ...] = LEARNABLE_SETS) -> list[dict]:
+def bank_entries(sets: tuple[str, ...] = TASK_SETS) -> list[dict]:
     entries = []
     for name in sets:
         for item in load_set(SET_DIR / f"{name}.jsonl"):
@@ -69,7 +67,7 @@ def bank_entries(sets: tuple[str, ...] = LEARNABLE_SETS) -> list[dict]:
     return entries
 
 
-def zh_bank_entries(sets: tuple[str, ...] = LEARNABLE_SETS) -> list[dict]:
+def zh_bank_entries(sets: tuple[str, ...] = TASK_SETS) -> list[dict]:
     """The Chinese items of the sets, then the Chinese concept descriptions (zh_review's bank)."""
     entries = []
     for name in sets:
@@ -85,7 +83,7 @@ def zh_bank_entries(sets: tuple[str, ...] = LEARNABLE_SETS) -> list[dict]:
     return entries
 
 
-def write_zh_bank(sets: tuple[str, ...] = LEARNABLE_SETS) -> int:
+def write_zh_bank(sets: tuple[str, ...] = TASK_SETS) -> int:
     entries = zh_bank_entries(sets)
     with zh_review.BANK_FILE.open("w", encoding="utf-8") as out:
         for entry in entries:
@@ -97,7 +95,7 @@ ZH_GRID = {"k": (3, 5, 7, 9), "familiar": (0.15, 0.2, 0.25, 0.3, 0.35, 0.4),
            "add_share": (0.6, 0.7, 0.8, 0.9), "clear_share": (0.6, 0.7, 0.8, 0.9)}
 
 
-def cross_validate_zh(sets: tuple[str, ...] = LEARNABLE_SETS, grid: dict | None = None) -> dict:
+def cross_validate_zh(sets: tuple[str, ...] = TASK_SETS, grid: dict | None = None) -> dict:
     """Leave-one-set-out over the Chinese items: the rules alone, and rules + zh opinion for every
     parameter combination of ``grid``; the best one (decision accuracy, then unethical and infeasible
     refusal, then fewer false refusals, then the plainer setting) with its figures."""
@@ -152,7 +150,7 @@ HEAD_GRID = {"c": (2.0, 8.0, 32.0, 128.0), "mode": ("replace", "union"),
              "add_p": (0.4, 0.5, 0.6, 0.7, 0.8, 0.9), "clear_p": (0.5, 0.7, 0.9, 1.01)}
 
 
-def head_data(sets: tuple[str, ...] = LEARNABLE_SETS) -> dict[str, dict[str, list]]:
+def head_data(sets: tuple[str, ...] = TASK_SETS) -> dict[str, dict[str, list]]:
     """Per language ("en", "zh"): texts, labels, sources of the sets' items and the concepts."""
     out: dict[str, dict[str, list]] = {lang: {"texts": [], "labels": [], "sources": []} for lang in ("en", "zh")}
     for name in sets:
@@ -178,7 +176,7 @@ def english_embeddings(texts: list[str]) -> np.ndarray:
     return np.stack([stored[t] if t in stored else semantic_review._embedding(t) for t in texts]).astype(np.float64)
 
 
-def build_heads(sets: tuple[str, ...] = LEARNABLE_SETS) -> dict[str, review_head.Head]:
+def build_heads(sets: tuple[str, ...] = TASK_SETS) -> dict[str, review_head.Head]:
     data = head_data(sets)
     en, zh = data["en"], data["zh"]
     heads = {
@@ -189,7 +187,7 @@ def build_heads(sets: tuple[str, ...] = LEARNABLE_SETS) -> dict[str, review_head
     return heads
 
 
-def write_heads(sets: tuple[str, ...] = LEARNABLE_SETS) -> dict[str, review_head.Head]:
+def write_heads(sets: tuple[str, ...] = TASK_SETS) -> dict[str, review_head.Head]:
     heads = build_heads(sets)
     data = head_data(sets)
     review_head.save_heads(heads["en"], heads["zh"],
@@ -202,7 +200,7 @@ def _verdict_key(verdict) -> int | None:
     return None if verdict is None else int(verdict[0])
 
 
-def cross_validate_head(sets: tuple[str, ...] = LEARNABLE_SETS, grid: dict | None = None) -> dict:
+def cross_validate_head(sets: tuple[str, ...] = TASK_SETS, grid: dict | None = None) -> dict:
     """Leave-one-set-out over ``sets``: each set's items reviewed by kNN banks and heads that leave it out.
 
     Returns {"rules", "knn", "head": figures over all items, "by_set": {name: {mode: figures}},
@@ -292,7 +290,7 @@ def cross_validate_head(sets: tuple[str, ...] = LEARNABLE_SETS, grid: dict | Non
     return out
 
 
-def cross_validate(sets: tuple[str, ...] = LEARNABLE_SETS) -> dict[str, dict[str, dict]]:
+def cross_validate(sets: tuple[str, ...] = TASK_SETS) -> dict[str, dict[str, dict]]:
     """{"rules"|"combined": {set name | "all": figures}}: each set scored with a bank that leaves it out."""
     import os
 
@@ -327,7 +325,7 @@ def cross_validate(sets: tuple[str, ...] = LEARNABLE_SETS) -> dict[str, dict[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", nargs="+", default=list(LEARNABLE_SETS))
+    parser.add_argument("--sets", nargs="+", default=list(TASK_SETS))
     parser.add_argument("--cv", action="store_true", help="print leave-one-set-out figures, build nothing")
     parser.add_argument("--cv-zh", action="store_true",
                         help="leave-one-set-out over the Chinese items for the zh opinion's thresholds")

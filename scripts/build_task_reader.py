@@ -1,8 +1,8 @@
 """Build the learned task-type reader (services/task/knowledge/task_reader.npz) and cross-validate it.
 
 The reader (services/task/task_reader.py) is a multinomial logistic regression per language over the accept,
-look-alike and clarify items of every learnable labelled set present (task_reader.LEARNABLE_SETS; the sealed sets
-are never read), predicting the five task types and ``clarify``. English features: the
+look-alike and clarify items of every learnable labelled set present (evaluation.TASK_SETS; the sealed sets are
+never read), predicting the five task types and ``clarify``. English features: the
 all-MiniLM-L6-v2 embeddings of services/task/semantic_review.py; Chinese: character 1-3-gram TF-IDF
 (services/task/review_head.py). scikit-learn is needed here only.
 
@@ -36,11 +36,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from services.task import task_reader  # noqa: E402
+from services.task.evaluation import SEALED_TASK_SETS, TASK_SETS  # noqa: E402
 from services.task.task_reader import CLASSES, NEVER, TASK_TYPES, Policy  # noqa: E402
 
 SET_DIR = ROOT / "tests" / "task_eval"
-SEALED = task_reader.SEALED_SETS  # the sealed final test sets: never opened here
-assert not set(SEALED) & set(task_reader.LEARNABLE_SETS)
 
 # The model grid: ("logreg", C, balanced) or ("knn", k).
 MODELS = [("logreg", c, b) for c in (1.0, 4.0, 16.0, 64.0, 256.0) for b in (True, False)] + \
@@ -81,7 +80,7 @@ def load_items(sets: tuple[str, ...]) -> list[Item]:
 
     items = []
     for name in sets:
-        if name in SEALED:
+        if name in SEALED_TASK_SETS:  # the sealed final test sets: never opened here
             raise SystemExit(f"{name} is sealed")
         path = SET_DIR / f"{name}.jsonl"
         if not path.exists():
@@ -160,6 +159,7 @@ def loso_probabilities(items: list[Item], lang: str, models: list[tuple]) -> dic
 
 UNSPEC = len(TASK_TYPES)  # the rules' "no type" code
 TAB_C, TAB_R = TASK_TYPES.index("tabular_classification"), TASK_TYPES.index("tabular_regression")
+GENERATION = TASK_TYPES.index("text_generation")
 
 
 def _code(task_type: int) -> int:
@@ -175,6 +175,7 @@ class Arrays:
     explicit: np.ndarray
     table_vague: np.ndarray
     metric_kind: np.ndarray  # -1 no deciding metric, TAB_C or TAB_R
+    classify_intent: np.ndarray  # the reader never overrides these into generation
     refused: np.ndarray
     expected_type: np.ndarray  # -1 for clarify items
     expected_clarify: np.ndarray
@@ -193,6 +194,7 @@ def arrays(items: list[Item]) -> Arrays:
         np.array([i.rule.explicit_vague for i in items]),
         np.array([i.rule.table_vague for i in items]),
         np.array([kind(i.rule.metrics) for i in items]),
+        np.array([i.rule.classify_intent for i in items]),
         np.array([i.refused for i in items]),
         np.array([TASK_TYPES.index(i.expected_type) if i.expected_type else -1 for i in items]),
         np.array([i.expected_decision == "clarify" for i in items]),
@@ -217,6 +219,7 @@ def apply(a: Arrays, p: np.ndarray | None, policy: Policy | str) -> tuple[np.nda
         fill &= p_type >= p_clarify
     t[fill], clarify[fill] = mine[fill], False
     over = free & (a.rule_type != UNSPEC) & (mine != a.rule_type) & (p_type >= policy.override_p)
+    over &= ~((mine == GENERATION) & a.classify_intent)
     t[over] = mine[over]
     if policy.metrics_kind:
         changed = free & (t != a.rule_type) & ((t == TAB_C) | (t == TAB_R)) & (a.metric_kind >= 0)
@@ -414,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cv", action="store_true", help="print leave-one-set-out figures, write nothing")
     args = parser.parse_args(argv)
-    sets = task_reader.LEARNABLE_SETS
+    sets = TASK_SETS
     if args.cv:
         import os
 

@@ -3,7 +3,7 @@
 The semantic review (services/task/semantic_review.py, English: all-MiniLM-L6-v2 embeddings) and the
 Chinese second opinion (services/task/zh_review.py, character 1-3-gram TF-IDF) vote with their k nearest
 labelled exemplars. This module trains, per language, a linear classifier on the same features over the
-labelled sets one may learn from (``LEARNABLE_SETS``: every scored set) plus the concept descriptions,
+labelled sets one may learn from (evaluation ``TASK_SETS``: every scored set; the sealed ones stay out) plus the concept descriptions,
 predicting ``harmless`` / ``unethical`` / ``infeasible`` (scikit-learn ``LogisticRegression``, lbfgs,
 ``class_weight="balanced"``, fixed ``C``; deterministic). The fitted heads are stored as plain arrays in
 ``knowledge/review_head.npz`` (coefficients, intercepts, the Chinese n-gram vocabulary and idf weights;

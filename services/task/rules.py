@@ -560,11 +560,15 @@ def extract_constraints(text: str) -> common_pb2.Constraints:
     return _constraints(normalize(text))
 
 
-def _constraints(text: str) -> common_pb2.Constraints:
+def _constraints(text: str, targets_with_spans: list[tuple[common_pb2.Target, tuple[int, int]]] | None = None
+                 ) -> common_pb2.Constraints:
+    """The constraints of normalised ``text``; ``targets_with_spans``: its targets, when already read."""
     constraints = common_pb2.Constraints()
     found: dict[str, list[tuple[int, float]]] = {"latency": [], "size": [], "train": []}
+    if targets_with_spans is None:
+        targets_with_spans = _targets_with_spans(text)
     # "MAE below 30 seconds": the number is the error's target, not a limit on the model
-    error_spans = [span for target, span in _targets_with_spans(text)
+    error_spans = [span for target, span in targets_with_spans
                    if target.metric in (common_pb2.METRIC_MAE, common_pb2.METRIC_RMSE)]
     for match in _UNIT_RE.finditer(text):
         if any(lo <= match.start() <= hi for lo, hi in error_spans):
@@ -983,10 +987,11 @@ def read_request(text: str) -> common_pb2.TaskSpec:
         spec.reject_reason, spec.explanation = refusal
         return spec
     norm = normalize(text)
-    targets = [t for t, _ in _targets_with_spans(norm)]
+    targets_with_spans = _targets_with_spans(norm)
+    targets = [t for t, _ in targets_with_spans]
     spec.task_type, vague = _read_task(text, norm, targets)
     spec.targets.extend(targets)
-    spec.constraints.CopyFrom(_constraints(norm))
+    spec.constraints.CopyFrom(_constraints(norm, targets_with_spans))
     tabular = spec.task_type in (common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION, common_pb2.TASK_TYPE_TABULAR_REGRESSION)
     label_column, input_columns = extract_columns(text) if tabular else (None, [])
     labels = extract_labels(text)

@@ -9,7 +9,7 @@ vague to start). English requests are read from the all-MiniLM-L6-v2 sentence em
 already computes (``semantic_review._embedding``: the same vector, cached, no second encoder); Chinese ones from
 character 1-3-gram TF-IDF (``review_head.Vocabulary``). The model is multinomial logistic regression per
 language, fitted by scripts/build_task_reader.py with scikit-learn over the accept, look-alike and clarify items
-of the labelled sets (:data:`LEARNABLE_SETS`; the sealed sets never), and stored as plain arrays in
+of the labelled sets (evaluation.TASK_SETS; the sealed sets never), and stored as plain arrays in
 ``knowledge/task_reader.npz`` (no pickles) with a fingerprint of the training texts; at run time only numpy.
 
 How the reader's probabilities join the rules (:func:`decide`, a :class:`Policy` per language):
@@ -78,7 +78,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.common.config import env_switch
-from services.task.evaluation import LEARNABLE_TASK_SETS, SEALED_TASK_SETS
+from services.task.evaluation import SEALED_TASK_SETS, TASK_SETS
 from services.task.review_head import Vocabulary, fit_vocabulary, linear_probabilities, text_features
 from traineragent.v1 import common_pb2
 
@@ -88,10 +88,6 @@ SET_DIR = pathlib.Path(__file__).resolve().parents[2] / "tests" / "task_eval"
 ENV_SWITCH = "TRAINERAGENT_TASK_READER"
 DEFAULT_ENABLED = True  # adopted: LOSO and nested CV both gain clearly over the rules alone (see above)
 
-# The labelled sets the reader learns from, an explicit list (whichever of them are present are used).
-LEARNABLE_SETS = LEARNABLE_TASK_SETS
-# Sealed final test sets: never opened, read, learnt from or scored here.
-SEALED_SETS = SEALED_TASK_SETS
 TRAINING_CATEGORIES = ("accept", "lookalike", "clarify")  # reject items carry no task type
 
 TASK_TYPES = ("image_classification", "text_classification", "text_generation", "tabular_classification",
@@ -138,14 +134,14 @@ class Example:
     chinese: bool
 
 
-def training_examples(set_dir: pathlib.Path = SET_DIR, sets: tuple[str, ...] = LEARNABLE_SETS) -> list[Example]:
+def training_examples(set_dir: pathlib.Path = SET_DIR, sets: tuple[str, ...] = TASK_SETS) -> list[Example]:
     """The accept, look-alike and clarify items of the learnable sets present, in set and file order."""
     from services.task.evaluation import load_set
     from services.task.semantic_review import is_chinese
 
     examples = []
     for name in sets:
-        if name in SEALED_SETS:  # never: a sealed set is the final never-seen test
+        if name in SEALED_TASK_SETS:  # never: a sealed set is the final never-seen test
             raise ValueError(f"{name} is sealed: it is never learnt from")
         path = set_dir / f"{name}.jsonl"
         if not path.exists():

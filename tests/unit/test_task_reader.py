@@ -41,19 +41,17 @@ def test_stored_arrays_match_the_current_training_texts():
         "the labelled sets changed: re-run .venv/bin/python scripts/build_task_reader.py")
 
 
-def test_the_sealed_set_is_never_learnt_from():
-    assert not set(task_reader.SEALED_SETS) & set(task_reader.LEARNABLE_SETS)
-    for name in task_reader.SEALED_SETS:
+def test_the_sealed_set_is_never_learnt_from(monkeypatch):
+    from services.task.evaluation import SEALED_TASK_SETS, TASK_SETS
+
+    assert not set(SEALED_TASK_SETS) & set(TASK_SETS)
+    for name in SEALED_TASK_SETS:
         with pytest.raises(ValueError):
             task_reader.training_examples(sets=(name,))
     # the guard itself, whichever sets are sealed at the moment
-    sealed = task_reader.SEALED_SETS
-    try:
-        task_reader.SEALED_SETS = ("heldout",)
-        with pytest.raises(ValueError):
-            task_reader.training_examples(sets=("heldout",))
-    finally:
-        task_reader.SEALED_SETS = sealed
+    monkeypatch.setattr(task_reader, "SEALED_TASK_SETS", ("heldout",))
+    with pytest.raises(ValueError):
+        task_reader.training_examples(sets=("heldout",))
 
 
 def test_stored_readers_load_without_pickle():
