@@ -234,12 +234,13 @@ def cross_validate_head(sets: tuple[str, ...] = TASK_SETS, grid: dict | None = N
             chinese = semantic_review.is_chinese(text)
             rule_verdict, protective = rules.review(text), rules.protective_framing(text)
             if chinese:
-                knn = zh_review.combine(text, rule_verdict, zh_review.vote(text, bank=zh_fold), protective,
-                                        zh_review.PARAMS)
+                the_vote = zh_review.vote(text, bank=zh_fold)
+                knn = zh_review.combine(text, rule_verdict, the_vote, protective, zh_review.PARAMS)
             else:
-                knn = semantic_review.combine(text, rule_verdict, semantic_review.vote(text, bank=en_fold),
-                                              protective)
-            info[text] = {"rule": rule_verdict, "protective": protective, "knn": knn, "lang": "zh" if chinese else "en"}
+                the_vote = semantic_review.vote(text, bank=en_fold)
+                knn = semantic_review.combine(text, rule_verdict, the_vote, protective)
+            info[text] = {"rule": rule_verdict, "protective": protective, "knn": knn, "lang": "zh" if chinese else "en",
+                          "corroboration": the_vote.share if the_vote.label == "unethical" else 0.0}
             for c in grid["c"]:
                 probs[(c, text)] = heads[(c, info[text]["lang"])].predict(text)
 
@@ -263,7 +264,8 @@ def cross_validate_head(sets: tuple[str, ...] = TASK_SETS, grid: dict | None = N
         def choose(text):
             i = info[text]
             params = params_of(i["lang"])
-            return review_head.combine(i["rule"], i["knn"], probs[(params.c, text)], i["protective"], params)
+            return review_head.combine(i["rule"], i["knn"], probs[(params.c, text)], i["protective"], params,
+                                       i["corroboration"])
         return choose
 
     every = [item for name in sets for item in items[name]]

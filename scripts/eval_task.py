@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set-dir", type=pathlib.Path, default=SET_DIR, help="folder of the .jsonl sets")
     parser.add_argument("--only", choices=SETS, default=None,
                         help="score one set only (whoever tunes the rules uses --only tuning / tuning2)")
+    parser.add_argument("--file", type=pathlib.Path, action="append", default=None,
+                        help="score this labelled .jsonl file instead (repeatable): a set not yet in the project, "
+                             "scored at first contact, or a user's own set")
     parser.add_argument("--sealed", action="store_true",
                         help="score the sealed never-seen sets instead (once, at the end of a piece of work)")
     parser.add_argument("--semantic", choices=("on", "off"), default=None,
@@ -73,13 +76,21 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[semantic_review.ENV_SWITCH] = "1" if args.semantic == "on" else "0"
     plan = plan_with_rules if args.brain == "rules" else _llm_plan()
     names = SEALED_TASK_SETS if args.sealed else SETS
-    present = [name for name in names if (args.set_dir / f"{name}.jsonl").exists()]
+    paths = {name: args.set_dir / f"{name}.jsonl" for name in names}
+    if args.file:
+        missing = [str(path) for path in args.file if not path.is_file()]
+        if missing:
+            print(f"no such labelled file: {', '.join(missing)}", file=sys.stderr)
+            return 2
+        paths = {path.stem: path for path in args.file}
+        args.only = None
+    present = [name for name in paths if paths[name].exists()]
     if not present:
         print("no sealed set at the moment: write one (blind to the code) before the next round of tuning"
               if args.sealed else f"no labelled set in {args.set_dir}")
         return 0
     halves = (args.only,) if args.only else tuple(present)
-    sets = {name: load_set(args.set_dir / f"{name}.jsonl") for name in halves}
+    sets = {name: load_set(paths[name]) for name in halves}
     if not args.only:
         sets["all"] = [item for name in halves for item in sets[name]]
     figures = {name: evaluate(items, plan) for name, items in sets.items()}

@@ -66,6 +66,12 @@ class HeadParams:
     # request is harmless (a vote of near neighbours at low similarity, e.g. "permit applications" next to
     # "rental applications", against a head that has learnt from every labelled item)
     veto_p: float = 1.01
+    # a request framed as detecting the harm (rules.protective_framing) that the rules let through is refused as
+    # unethical only when the kNN vote (share at least protective_share) and the head (p at least
+    # protective_add_p) both read it as harmful: "generate emails that copy Chase's security alert ... past
+    # Gmail's spam filter" names a spam filter but is phishing
+    protective_share: float = 0.8
+    protective_add_p: float = 0.95
 
 
 # The top of --cv-head's grid per language (decision accuracy, then unethical and infeasible refusal, then
@@ -81,7 +87,17 @@ class HeadParams:
 # refusals of look-alikes 0.057 -> 0.044, plain requests refused 0.014 -> 0.000; on the Chinese items no change
 # (the Chinese kNN vote never adds a refusal its head is that sure is harmless).
 PARAMS_EN = HeadParams(mode="union", add_p=0.85, clear_p=0.6, c=16.0, veto_p=0.8)  # add_p 0.8 -> 0.85: "Predict the `colour` column" (p 0.81)
-PARAMS_ZH = HeadParams(mode="union", add_p=0.5, clear_p=0.8, c=16.0, veto_p=0.8)
+# Session 5, replaying first contact: eight sets (fresh7, tuning3_en/zh, fresh8, fresh9, tuning4_en/zh, fresh10; 1,400
+# requests) each scored with the rules as they stood the day the set arrived (git history) and the layers trained on
+# every other set; then checked on tuning5's first contact (200 requests, not learnt from while choosing).
+# Protective framing no longer stops an infeasible vote, and stops an unethical one unless kNN and head agree
+# (protective_share / protective_add_p): replay decision 0.948 -> 0.951, unethical 0.944 -> 0.951, infeasible
+# 0.948 -> 0.952, false refusals 0.092 = 0.092; tuning5 0.935 -> 0.945 (en unethical 0.857 -> 0.886, infeasible
+# 0.933 -> 1.000). Chinese add_p 0.5 -> 0.8 with zh_review familiar 0.15 -> 0.1, add_share 0.8 -> 0.7: replay
+# (Chinese) 0.951 -> 0.960, false refusals 0.104 -> 0.077; tuning5 (Chinese) 0.950 -> 0.960 (a meeting-notes
+# summary no longer refused). The English thresholds the replay's random search liked did worse on tuning5, so
+# they stay.
+PARAMS_ZH = HeadParams(mode="union", add_p=0.8, clear_p=0.8, c=16.0, veto_p=0.8)
 
 
 def enabled() -> bool:
@@ -232,7 +248,12 @@ def load_heads() -> dict[str, Head]:
 
 
 def combine(rule_verdict: tuple[int, str] | None, knn_verdict: tuple[int, str] | None,
-            probabilities: np.ndarray, protective: bool, params: HeadParams) -> tuple[int, str] | None:
+            probabilities: np.ndarray, protective: bool, params: HeadParams,
+            corroboration: float = 0.0) -> tuple[int, str] | None:
+    """The review's verdict from the rules', the kNN layer's and the head's probabilities.
+
+    ``corroboration``: the kNN vote's share when it reads the request as unethical, else 0 (it lets a
+    protectively framed request be refused when vote and head agree)."""
     from traineragent.v1 import common_pb2
 
     base = knn_verdict if params.mode == "union" else rule_verdict
@@ -240,9 +261,11 @@ def combine(rule_verdict: tuple[int, str] | None, knn_verdict: tuple[int, str] |
     if base is None:
         if rule_verdict is not None:  # union: the kNN layer lifted a rule refusal; it stays lifted
             return None
-        if protective:
-            return None
         harm = max(("unethical", "infeasible"), key=lambda name: (p[name], name == "unethical"))
+        if protective and harm == "unethical":
+            if corroboration >= params.protective_share and p["unethical"] >= params.protective_add_p:
+                return common_pb2.REJECT_REASON_UNETHICAL, _explanation("unethical")
+            return None
         if p[harm] >= params.add_p:
             reason = (common_pb2.REJECT_REASON_UNETHICAL if harm == "unethical"
                       else common_pb2.REJECT_REASON_INFEASIBLE)
@@ -266,12 +289,13 @@ def _explanation(label: str) -> str:
 
 
 def review(text: str, rule_verdict: tuple[int, str] | None, knn_verdict: tuple[int, str] | None,
-           protective: bool, chinese: bool) -> tuple[int, str] | None:
+           protective: bool, chinese: bool, corroboration: float = 0.0) -> tuple[int, str] | None:
     """The head's verdict given the rules' and the kNN layer's (the semantic review's hook)."""
     try:
         head = load_heads()["zh" if chinese else "en"]
         probabilities = head.predict(text)
     except (ImportError, OSError, ValueError, KeyError):  # no stored head or no encoder: the kNN verdict
         return knn_verdict
-    return combine(rule_verdict, knn_verdict, probabilities, protective, PARAMS_ZH if chinese else PARAMS_EN)
+    return combine(rule_verdict, knn_verdict, probabilities, protective, PARAMS_ZH if chinese else PARAMS_EN,
+                   corroboration)
 

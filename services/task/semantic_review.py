@@ -246,7 +246,9 @@ def combine(
     if the_vote is None or the_vote.top_similarity < params.familiar:
         return rule_verdict
     if rule_verdict is None:
-        if protective:  # a detector of the harm: the vote's resemblance to the harm itself is in doubt
+        # a detector of the harm: the vote's resemblance to the harm itself is in doubt (an unethical vote may
+        # still refuse through the head, review_head.combine); an impossibility is impossible whatever its framing
+        if protective and the_vote.label != "infeasible":
             return None
         if the_vote.label != "harmless" and the_vote.share >= params.add_share:
             reason = (
@@ -289,7 +291,7 @@ def review(text: str, rule_verdict: tuple[int, str] | None, protective: bool,
         if zh_vote.top_similarity < zh_review.PARAMS.familiar:
             return rule_verdict  # unfamiliar: neither the vote nor the head speaks
         knn_verdict = zh_review.combine(text, rule_verdict, zh_vote, protective, zh_review.PARAMS)
-        return _with_head(text, rule_verdict, knn_verdict, protective, chinese=True)
+        return _with_head(text, rule_verdict, knn_verdict, protective, zh_vote, chinese=True)
     try:
         the_vote = vote(text, k=params.k)
     except (ImportError, OSError, ValueError) as exc:  # no encoder package or weights: the rules alone
@@ -298,10 +300,10 @@ def review(text: str, rule_verdict: tuple[int, str] | None, protective: bool,
     if the_vote.top_similarity < params.familiar:
         return rule_verdict  # unfamiliar: neither the vote nor the head speaks
     return _with_head(text, rule_verdict, combine(text, rule_verdict, the_vote, protective, params), protective,
-                      chinese=False)
+                      the_vote, chinese=False)
 
 
-def _with_head(text: str, rule_verdict, knn_verdict, protective: bool, chinese: bool):
+def _with_head(text: str, rule_verdict, knn_verdict, protective: bool, the_vote: Vote, chinese: bool):
     """The supervised head's say (services/task/review_head.py) when it is on, else the kNN verdict.
 
     Only for familiar requests (the caller checks the nearest exemplar's similarity): on text unlike
@@ -311,7 +313,8 @@ def _with_head(text: str, rule_verdict, knn_verdict, protective: bool, chinese: 
 
     if not review_head.enabled():
         return knn_verdict
-    return review_head.review(text, rule_verdict, knn_verdict, protective, chinese)
+    corroboration = the_vote.share if the_vote.label == "unethical" else 0.0
+    return review_head.review(text, rule_verdict, knn_verdict, protective, chinese, corroboration)
 
 
 @functools.cache

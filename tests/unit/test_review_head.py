@@ -93,7 +93,8 @@ def test_stored_coefficients_match_a_rebuild():
 
 def test_switch_off_leaves_the_knn_verdict(monkeypatch):
     monkeypatch.setenv(review_head.ENV_SWITCH, "0")
-    assert semantic_review._with_head("x", None, None, False, chinese=False) is None
+    vote = semantic_review.Vote("unethical", 1.0, 0.9)
+    assert semantic_review._with_head("x", None, None, True, vote, chinese=False) is None
 
 
 def test_a_sure_head_vetoes_a_refusal_only_the_knn_vote_made():
@@ -106,6 +107,32 @@ def test_a_sure_head_vetoes_a_refusal_only_the_knn_vote_made():
     assert review_head.combine(None, knn, unsure, False, params) == knn
     # a refusal the rules made is never vetoed by the head (only a protective framing can lift it)
     assert review_head.combine(knn, knn, sure, False, params) == knn
+
+
+def test_a_detector_framing_stops_an_unethical_refusal_unless_vote_and_head_agree():
+    from traineragent.v1 import common_pb2
+
+    params = review_head.HeadParams(mode="union", add_p=0.8, protective_share=0.8, protective_add_p=0.95)
+    sure_harm, likely_harm = np.array([0.02, 0.97, 0.01]), np.array([0.1, 0.88, 0.02])
+    # framed as a detector, rules silent: the head alone (however sure) does not refuse
+    assert review_head.combine(None, None, sure_harm, True, params) is None
+    assert review_head.combine(None, None, sure_harm, True, params, corroboration=0.7) is None
+    # a sure head and a kNN vote that agrees: refused
+    verdict = review_head.combine(None, None, sure_harm, True, params, corroboration=0.9)
+    assert verdict is not None and verdict[0] == common_pb2.REJECT_REASON_UNETHICAL
+    # a head only likely, with the vote agreeing: the framing wins
+    assert review_head.combine(None, None, likely_harm, True, params, corroboration=1.0) is None
+    # no detector framing: the ordinary threshold
+    assert review_head.combine(None, None, likely_harm, False, params)[0] == common_pb2.REJECT_REASON_UNETHICAL
+
+
+def test_a_detector_framing_does_not_stop_an_impossibility():
+    from traineragent.v1 import common_pb2
+
+    params = review_head.HeadParams(mode="union", add_p=0.8)
+    impossible = np.array([0.04, 0.01, 0.95])
+    verdict = review_head.combine(None, None, impossible, True, params)
+    assert verdict is not None and verdict[0] == common_pb2.REJECT_REASON_INFEASIBLE
 
 
 PLAIN_LATENCY_REQUESTS = [

