@@ -2,7 +2,8 @@
 
 `make bench` runs the digits job; `scripts/bench.py --jobs all` also the chat-topics text job and the
 penguins species and body-mass table jobs, each beside its plain scikit-learn baseline (TF-IDF +
-logistic regression, HistGradientBoosting) trained and scored on the job's own split.
+logistic regression, HistGradientBoosting) trained and scored on the job's own split, and the Task
+agent's brain alone on 100 labelled requests (``--jobs plan``: no stack; phrase rules only and as shipped).
 Prints wall time of each stage and of the whole job, test metrics, the endpoint's latency
 (p50/p95/p99, single requests from another process after warm-up), and the bare onnxruntime
 latency of the same model on the same input (the serving overhead is the difference). Writes the
@@ -103,14 +104,60 @@ def _run_job(client: GatewayClient, stack: Stack, request: str, data: pathlib.Pa
     }
 
 
+def plan_figures(count: int = 100) -> dict:
+    """The Task agent's brain alone (no stack): ``count`` labelled requests, half English, half Chinese,
+    read with the phrase rules only and with the shipped brain (semantic review, head, task reader)."""
+    import os
+    import statistics
+
+    from services.task import semantic_review, task_reader
+    from services.task.evaluation import TASK_SETS, load_set, plan_with_rules
+
+    set_dir = ROOT / "tests" / "task_eval"
+    items = [item for name in TASK_SETS for item in load_set(set_dir / f"{name}.jsonl")]
+    texts = ([i["text"] for i in items if i["lang"] == "en"][: count // 2]
+             + [i["text"] for i in items if i["lang"] == "zh"][: count - count // 2])
+    figures: dict = {"requests": len(texts)}
+    saved = {key: os.environ.get(key) for key in (semantic_review.ENV_SWITCH, task_reader.ENV_SWITCH)}
+    try:
+        for mode, switch in (("rules_only", "0"), ("shipped", "1")):
+            os.environ[semantic_review.ENV_SWITCH] = os.environ[task_reader.ENV_SWITCH] = switch
+            started = time.perf_counter()
+            plan_with_rules(texts[0])  # the first request loads what the brain needs (the encoder)
+            first_s = time.perf_counter() - started
+            each = []
+            for text in texts[1:]:
+                t = time.perf_counter()
+                plan_with_rules(text)
+                each.append((time.perf_counter() - t) * 1000)
+            figures[mode] = {"first_request_s": round(first_s, 3), "total_s": round(time.perf_counter() - started, 3),
+                             "p50_ms": round(statistics.median(each), 2),
+                             "p95_ms": round(statistics.quantiles(each, n=20)[-1], 2)}
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", default="digits", help=f"comma-separated, of {', '.join(JOBS)} (or 'all')")
     args = parser.parse_args(argv)
-    names = list(JOBS) if args.jobs == "all" else [n.strip() for n in args.jobs.split(",") if n.strip()]
-    unknown = [n for n in names if n not in JOBS]
+    names = [*JOBS, "plan"] if args.jobs == "all" else [n.strip() for n in args.jobs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in JOBS and n != "plan"]
     if unknown:
-        parser.error(f"unknown jobs {unknown}; choose from {', '.join(JOBS)}")
+        parser.error(f"unknown jobs {unknown}; choose from {', '.join(JOBS)}, plan")
+    figures: dict = {}
+    if "plan" in names:  # the Task agent's brain alone, before any stack starts
+        names.remove("plan")
+        figures["plan"] = plan_figures()
+        print(json.dumps({"plan": figures["plan"]}, indent=2), flush=True)
+    if not names:
+        (ROOT / "bench-results.json").write_text(json.dumps(figures, indent=2))
+        return 0
     state = pathlib.Path(tempfile.mkdtemp(prefix="ta-bench-"))
     _write_data(state)
     ports = {name: free_port() for name in DEFAULT_PORTS}
@@ -121,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     startup_s = time.monotonic() - t0
     try:
         client = GatewayClient(stack.gateway)
-        figures: dict = {"stack_startup_s": round(startup_s, 2)}
+        figures["stack_startup_s"] = round(startup_s, 2)
         for name in names:
             request, data = JOBS[name]
             figures[name] = _run_job(client, stack, request, state / data, state)

@@ -331,8 +331,8 @@ def test_text_dataset_rejects_what_is_not_one(tmp_path):
 # --- the three families ---------------------------------------------------------------------------
 
 
-def test_ngram_bag_trains_in_seconds_and_matches_tfidf(ngram_bag, baseline, tmp_path_factory):
-    assert ngram_bag.train_seconds < 30  # generous: about a second on two cores
+def test_ngram_bag_matches_tfidf(ngram_bag, baseline, tmp_path_factory):
+    # (its training time, about a second on two cores, is a benchmark's figure: make bench)
     assert ngram_bag.preprocessing.kind == "hashed_ngrams" and ngram_bag.tokenizer_path is None
     assert ngram_bag.test_metrics["accuracy"] >= baseline["test"] - 0.02
     assert ngram_bag.validation_metrics["accuracy"] >= baseline["validation"] - 0.02
