@@ -1,0 +1,164 @@
+"""Replay the review's first contact with each labelled set, to choose the learned layers' policy honestly.
+
+Every labelled set after fresh6 was scored once at first contact, then learnt from: its mistakes were
+fixed in the phrase rules, its requests went into the kNN banks, the heads and the task reader. After
+that, scoring it says little about requests nobody has seen. Leave-one-set-out over the learned layers
+alone (``build_review_bank.py --cv-head``) still flatters, because the phrase rules have since been tuned
+on the set: at first contact the rules missed about a third of the unethical requests, in-sample they
+miss almost none, so the learned layers are barely tested where they matter.
+
+This script rebuilds the first contact: for each set of ``FIRST_CONTACT`` the rules (services/task/rules.py
+and its knowledge file) are checked out from git as they stood when the set arrived (a detached worktree
+under a temporary folder), and the learned layers are trained on every other learnable set. The review
+then combines them with the layers' code and thresholds as they stand now (semantic_review.combine,
+review_head.combine), and the figures are printed per set and in all. The decision of an item the review
+lets through comes from today's rules (accept / clarify), so only the review is replayed.
+
+    .venv/bin/python scripts/replay_first_contact.py            # about 10 minutes on two cores
+
+It needs the git history (a shallow clone has none of these commits). It builds nothing and writes
+nothing in the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+# set -> the commit whose rules met it first (the commit before the set was learnt from)
+FIRST_CONTACT = {
+    "fresh7": "f5acd63^",
+    "tuning3_en": "b186115^",
+    "tuning3_zh": "b186115^",
+    "fresh8": "60f8db4",
+    "fresh9": "131e766",
+    "tuning4_en": "665b601",
+    "tuning4_zh": "665b601",
+    "fresh10": "f2fcf8c",
+    "tuning5": "048618a",
+}
+
+_RULES_AT = """
+import json, sys
+sys.path.insert(0, sys.argv[1]); sys.path.append(sys.argv[2])
+from services.task import rules
+out = {}
+for line in open(sys.argv[3], encoding="utf-8"):
+    if line.strip():
+        text = json.loads(line)["text"]
+        verdict = rules.review(text)
+        out[text] = [None if verdict is None else [int(verdict[0]), verdict[1]], rules.protective_framing(text)]
+print(json.dumps(out))
+"""
+
+
+def rules_at(commit: str, set_file: pathlib.Path, scratch: pathlib.Path) -> dict[str, tuple]:
+    """{text: (rule verdict, protective framing)} with the rules of ``commit``."""
+    sha = subprocess.run(["git", "rev-parse", "--short", commit], cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout.strip()
+    tree = scratch / sha
+    if not tree.exists():
+        subprocess.run(["git", "worktree", "add", "--force", "--detach", str(tree), sha], cwd=ROOT, check=True,
+                       capture_output=True)
+    done = subprocess.run([sys.executable, "-c", _RULES_AT, str(tree), str(ROOT), str(set_file)], check=True,
+                          capture_output=True, text=True)
+    return {text: (None if v is None else (v[0], v[1]), p) for text, (v, p) in json.loads(done.stdout).items()}
+
+
+def replay(sets: list[str]) -> dict[str, dict]:
+    import build_review_bank as bank_script
+
+    from services.task import review_head, rules, semantic_review, zh_review
+    from services.task.evaluation import TASK_SETS, evaluate, load_set, plan_with_rules
+
+    data = bank_script.head_data(TASK_SETS)
+    en_bank, zh_bank = semantic_review.load_bank(), zh_review.load_bank()
+    en_x = bank_script.english_embeddings(data["en"]["texts"])
+    figures: dict[str, dict] = {}
+    every: list[dict] = []
+    verdicts: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="ta-replay-") as scratch:
+        try:
+            for name in sets:
+                set_file = ROOT / "tests" / "task_eval" / f"{name}.jsonl"
+                then = rules_at(FIRST_CONTACT[name], set_file, pathlib.Path(scratch))
+                en_fold, zh_fold = en_bank.without(name), zh_bank.without(name)
+                heads = {}
+                for lang in ("en", "zh"):
+                    keep = [i for i, source in enumerate(data[lang]["sources"]) if source != name]
+                    heads[lang] = review_head.fit_head(
+                        [data[lang]["texts"][i] for i in keep], [data[lang]["labels"][i] for i in keep], lang == "zh",
+                        (review_head.PARAMS_ZH if lang == "zh" else review_head.PARAMS_EN).c,
+                        en_x[keep] if lang == "en" else None)
+                items = load_set(set_file)
+                for item in items:
+                    text = item["text"]
+                    rule_verdict, protective = then[text]
+                    chinese = semantic_review.is_chinese(text)
+                    if chinese:
+                        params, head_params = zh_review.PARAMS, review_head.PARAMS_ZH
+                        the_vote = zh_review.vote(text, bank=zh_fold, k=params.k)
+                    else:
+                        params, head_params = semantic_review.PARAMS, review_head.PARAMS_EN
+                        the_vote = semantic_review.vote(text, bank=en_fold, k=params.k)
+                    if the_vote.top_similarity < params.familiar:
+                        verdicts[text] = rule_verdict
+                        continue
+                    knn = semantic_review.combine(text, rule_verdict, the_vote, protective, params)
+                    corroboration = the_vote.share if the_vote.label == "unethical" else 0.0
+                    probabilities = heads["zh" if chinese else "en"].predict(text)
+                    verdicts[text] = review_head.combine(rule_verdict, knn, probabilities, protective, head_params,
+                                                         corroboration)
+                original = rules.full_review
+                rules.full_review = lambda text: verdicts[text]
+                try:
+                    figures[name] = evaluate(items, plan_with_rules)
+                finally:
+                    rules.full_review = original
+                every.extend(items)
+                print(f"{name}: decision {figures[name]['decision_accuracy']:.3f}", file=sys.stderr, flush=True)
+        finally:
+            subprocess.run(["git", "worktree", "prune"], cwd=ROOT, check=False, capture_output=True)
+    original = rules.full_review
+    rules.full_review = lambda text: verdicts[text]
+    try:
+        figures["all"] = evaluate(every, plan_with_rules)
+        for lang in ("en", "zh"):
+            figures[f"all_{lang}"] = evaluate([i for i in every if i["lang"] == lang], plan_with_rules)
+    finally:
+        rules.full_review = original
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", default=",".join(FIRST_CONTACT), help="comma-separated, of " + ", ".join(FIRST_CONTACT))
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    args = parser.parse_args(argv)
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    unknown = [s for s in sets if s not in FIRST_CONTACT]
+    if unknown:
+        parser.error(f"no first-contact commit recorded for {unknown}")
+    figures = replay(sets)
+    keys = ("decision_accuracy", "unethical_refusal_rate", "infeasible_refusal_rate", "false_refusal_rate",
+            "clarify_rate")
+    if args.json:
+        print(json.dumps({name: {k: f[k] for k in keys} for name, f in figures.items()}, indent=2))
+        return 0
+    print(f"{'set':12s} {'decision':>9s} {'unethical':>10s} {'infeasible':>11s} {'false ref':>10s} {'clarify':>8s}")
+    for name, f in figures.items():
+        print(f"{name:12s} " + " ".join(f"{f[k]:>{w}.3f}" if f[k] is not None else f"{'-':>{w}s}"
+                                       for k, w in zip(keys, (9, 10, 11, 10, 8))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
