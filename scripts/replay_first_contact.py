@@ -44,6 +44,7 @@ FIRST_CONTACT = {
     "tuning4_zh": "665b601",
     "fresh10": "f2fcf8c",
     "tuning5": "048618a",
+    "tuning6": "a6dc196",
 }
 
 _RULES_AT = """

@@ -56,7 +56,8 @@ REL_TOL = 1e-6
 # at first contact and may now be learnt from (review banks, heads, task reader); SEALED_TASK_SETS are
 # kept out of everything until their one scoring at the end of a piece of work.
 TASK_SETS = ("heldout", "heldout2", "tuning", "tuning2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7",
-             "tuning3_en", "tuning3_zh", "fresh8", "fresh9", "tuning4_en", "tuning4_zh", "fresh10", "tuning5")
+             "tuning3_en", "tuning3_zh", "fresh8", "fresh9", "tuning4_en", "tuning4_zh", "fresh10", "tuning5",
+             "tuning6")
 # Empty between pieces of work: the next sealed set is written (blind to the code) before the next round of tuning.
 SEALED_TASK_SETS: tuple[str, ...] = ("fresh11",)
 

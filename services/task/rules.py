@@ -114,7 +114,7 @@ _ERROR_UNIT_AFTER = _rx(
     r"|yuan|usd|eur|points?|pts|marks|kwh|mwh|kw|mw|gw|watts?|kg|km|tons?|tonnes?|units|年|个月|周|天|小时|分钟|秒|度|元|块|公斤"
     r"|people|persons?|staff|employees|workers|patients|visitors|customers|passengers|orders|calls|items|parcels"
     r"|packages|trucks|vehicles|cars|beds|tickets|units|dealers|riders|drivers|shifts"
-    r"|千瓦时|兆瓦时|兆瓦|千瓦|瓦|吨|公里|米|个人|人次|人|名|位|辆|件|单|台|箱|包|床|个(?!百分点|月|小时|类))(?![a-z])"
+    r"|千瓦时|兆瓦时|兆瓦|千瓦|瓦|吨|公里|厘米|毫米|米|个人|人次|人|名|位|辆|件|单|台|箱|包|张床|张|床|例|次|个(?!百分点|月|小时|类))(?![a-z])"
 )
 _BASELINE_BEFORE = _rx(
     r"\b(?:currently|current(?:ly)?|right now|now (?:at|is|are|have|get)|today|at the moment|baseline|existing"
@@ -234,6 +234,8 @@ def _cn_to_number(s: str) -> float | None:
 
 
 def _fmt(value: float) -> str:
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))  # "2000000", never "2e+06"
     return f"{value:g}" if value < 1e15 else str(value)
 
 
@@ -280,6 +282,11 @@ _REPLACEMENTS: list[tuple[re.Pattern[str], object]] = [
     # thousands separators and k: 1,500 → 1500; 1.5k → 1500
     (re.compile(r"(?<![\d.])(\d{1,3})((?:,\d{3})+)(?![\d])"), lambda m: m.group(1) + m.group(2).replace(",", "")),
     (re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?k\b(?!\s*(?:b|byte))", _FLAGS), lambda m: _fmt(float(m.group(1)) * 1000)),
+    # money in millions and billions: "$2M", "€1.5 million", "3 billion"
+    (re.compile(r"(?<=[$€£¥])\s?(\d+(?:\.\d+)?)\s?(m|mn|bn|b)\b", _FLAGS),
+     lambda m: _fmt(float(m.group(1)) * (1e9 if m.group(2).lower() in ("bn", "b") else 1e6))),
+    (re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?(million|billion)\b", _FLAGS),
+     lambda m: _fmt(float(m.group(1)) * (1e9 if m.group(2).lower() == "billion" else 1e6))),
     # decades ("the 1970s", "1900s to the 1990s") are not seconds
     (re.compile(r"\b((?:1[5-9]|20)\d0)s\b"), r"\1 decade"),
     # "9 out of 10", "nine in ten" → a percentage (only out of ten or a hundred)
@@ -592,10 +599,13 @@ def _constraints(text: str, targets_with_spans: list[tuple[common_pb2.Target, tu
         elif kind in ("train", "train_day"):
             cue = _nearest_cue(text, lo, hi, span, {"train": _TRAIN_CUE, "latency": _LATENCY_CUE})
             if cue == "latency" and kind == "train":
+                if value > 10:
+                    continue  # "legal has 48h to respond": a person's deadline, not a model's answer time
                 kind, value = "latency", value * 60_000.0
-            elif cue != "train":
+            elif cue == "train":
+                kind = "train"
+            else:
                 continue
-            kind = "train"
         elif kind == "size":
             cue = _nearest_cue(text, lo, hi, span, {"size": _SIZE_CUE, "data": _DATA_CUE})
             if cue == "data":
@@ -677,6 +687,9 @@ _PREDICTED_OBJECT = _rx(
     r"(?=\s+(?:from|given|using|based on|with|for each|per|for new|by)\b|[,;.(]|$)|(?:预测|估计|估算|判断)(.{0,20}?)(?=[,，。;；]|$)")
 
 
+_REGRESS_VERB = _rx(r"\bregress(?:es|ed|ing)?\b(?! (?:tests?|suites?))|\b(?<!logistic )regression (?:of|on)\b")
+
+
 def _tabular_kind(text: str, metrics: set[int]) -> int:
     compiled = _compiled()
     regression = metrics & {common_pb2.METRIC_MAE, common_pb2.METRIC_RMSE, common_pb2.METRIC_R2}
@@ -686,6 +699,8 @@ def _tabular_kind(text: str, metrics: set[int]) -> int:
         return common_pb2.TASK_TYPE_TABULAR_REGRESSION
     if classification and not regression:
         return common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION
+    if _REGRESS_VERB.search(text):
+        return common_pb2.TASK_TYPE_TABULAR_REGRESSION  # "regress approved loan amount on income, debt, ..."
     # No deciding metric: read what is predicted ("predict whether ..." vs "predict the price ...").
     for match in _PREDICTED_OBJECT.finditer(text):
         obj = match.group(1) or match.group(2) or ""
