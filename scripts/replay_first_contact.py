@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'set':12s} {'decision':>9s} {'unethical':>10s} {'infeasible':>11s} {'false ref':>10s} {'clarify':>8s}")
     for name, f in figures.items():
         print(f"{name:12s} " + " ".join(f"{f[k]:>{w}.3f}" if f[k] is not None else f"{'-':>{w}s}"
-                                       for k, w in zip(keys, (9, 10, 11, 10, 8))))
+                                       for k, w in zip(keys, (9, 10, 11, 10, 8), strict=True)))
     return 0
 
 
