@@ -45,6 +45,7 @@ FIRST_CONTACT = {
     "fresh10": "f2fcf8c",
     "tuning5": "048618a",
     "tuning6": "a6dc196",
+    "fresh11": "cd65441",
 }
 
 _RULES_AT = """

@@ -85,7 +85,7 @@ _UNITS = [
     _Unit(r"min(?:ute)?s?|mins?\.|分钟|分鐘", "train", 1.0),
     _Unit(r"h|hrs?|hours?|小时|个小时|钟头|个钟头", "train", 60.0),
     _Unit(r"days?|天", "train_day", 1440.0),
-    _Unit(r"s|secs?|seconds?|秒钟|秒", "seconds", 1.0),
+    _Unit(r"s|secs?|seconds?|秒钟|秒(?!杀)", "seconds", 1.0),  # 秒杀 is a flash sale
     _Unit(r"m|g", "ambiguous_m", 1.0),
 ]
 _UNIT_RE = re.compile(
@@ -118,8 +118,8 @@ _ERROR_UNIT_AFTER = _rx(
 )
 _BASELINE_BEFORE = _rx(
     r"\b(?:currently|current(?:ly)?|right now|now (?:at|is|are|have|get)|today|at the moment|baseline|existing"
-    r"|our old|the old|last (?:model|version)|we (?:have|get|got|are at)|used to|was)\b[^0-9]{0,30}$"
-    r"|(?:目前|现在|现有|当前|原来|之前|以前)[^0-9]{0,15}$"
+    r"|our old|the old|last (?:model|version)|we (?:have|get|got|are at)|used to|was)\b(?:[^0-9]|(?<=f)1|(?<=r)2){0,30}$"
+    r"|(?:目前|现在|现有|当前|原来|之前|以前)(?:[^0-9]|(?<=f)1|(?<=r)2){0,15}$"
 )
 _CLAUSE_BREAK = re.compile(r"[;；。!?！？\n]|,|、|\.(?:\s|$)|\s(?:but|while|whereas|and then)\s|但是?|同时|并且|而且")
 _CONNECTOR = _rx(r"^\s*(?:,|and|&|/|or|as well as|plus|和|与|及|以及|、|跟)?\s*(?:the\s+)?$")
@@ -332,7 +332,7 @@ _REPLACEMENTS: list[tuple[re.Pattern[str], object]] = [
     (re.compile(r"半分钟"), "30秒"),
     (re.compile(r"半秒钟?"), "500毫秒"),
     (re.compile(r"半天"), "12小时"),
-    (re.compile(rf"([{_CN_NUM}]+(?:点[{_CN_NUM}]+)?)(?=个?(?:小时|钟头|分钟|秒|毫秒|微秒|兆|天|类|种|万|千|G|M|%|人|名|位|辆|件|单|台))"),
+    (re.compile(rf"([{_CN_NUM}]+(?:点[{_CN_NUM}]+)?)(?=个?(?:小时|钟头|分钟|秒(?!杀)|毫秒|微秒|兆|天|类|种|万|千|G|M|%|人|名|位|辆|件|单|台))"),
      lambda m: _fmt(v) if (v := _cn_to_number(m.group(1))) is not None else m.group(1)),
     (re.compile(r"(\d+(?:\.\d+)?)\s*万"), lambda m: _fmt(float(m.group(1)) * 10000)),
     (re.compile(r"(\d+(?:\.\d+)?)\s*千(?!字节|克|米|瓦)"), lambda m: _fmt(float(m.group(1)) * 1000)),
@@ -594,8 +594,8 @@ def _constraints(text: str, targets_with_spans: list[tuple[common_pb2.Target, tu
             if cue == "train" and value <= 5 and not _EXPLICIT_TRAIN.search(clause):
                 cue = "latency"  # "手机上0.1秒出结果": a few seconds is an answer's time, not a training budget
             kind, value = ("train", value / 60.0) if cue == "train" else ("latency", value * 1000.0)
-        elif kind == "train_day" and _DATA_WINDOW.search(text[max(0, match.start() - 12) : match.start()]):
-            continue  # "近90天购买次数", "over the last 30 days": a window of the data
+        elif kind in ("train", "train_day") and _DATA_WINDOW.search(text[max(0, match.start() - 12) : match.start()]):
+            continue  # "近90天购买次数", "over the last 30 days", "开抢后前10分钟的销量": a window of the data
         elif kind in ("train", "train_day"):
             cue = _nearest_cue(text, lo, hi, span, {"train": _TRAIN_CUE, "latency": _LATENCY_CUE})
             if cue == "latency" and kind == "train":

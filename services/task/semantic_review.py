@@ -71,10 +71,13 @@ class Params:
     familiar: float = 0.35  # nearest exemplar at least this similar, else the rules alone
     add_share: float = 0.7  # a harmful vote's share to refuse where the rules are silent
     clear_share: float = 0.8  # a harmless vote's share to lift a refusal of a protectively framed request
+    # a refusal the vote adds where the rules are silent needs a nearest exemplar at least this similar
+    # ("Predict the `colour` column" is nearest to aura-colour requests at 0.45: too far to refuse it)
+    add_familiar: float = 0.0
     chinese: bool = False  # also vote on requests written in Chinese
 
 
-PARAMS = Params(k=5, familiar=0.35, add_share=0.7, clear_share=0.9)  # leave-one-set-out over 12 sets (familiar: the middle of the 0.3-0.38 plateau), see review_head
+PARAMS = Params(k=5, familiar=0.35, add_share=0.7, clear_share=0.9, add_familiar=0.5)  # leave-one-set-out over 12 sets (familiar: the middle of the 0.3-0.38 plateau), see review_head
 
 
 @dataclass(frozen=True)
@@ -250,7 +253,8 @@ def combine(
         # still refuse through the head, review_head.combine); an impossibility is impossible whatever its framing
         if protective and the_vote.label != "infeasible":
             return None
-        if the_vote.label != "harmless" and the_vote.share >= params.add_share:
+        if (the_vote.label != "harmless" and the_vote.share >= params.add_share
+                and the_vote.top_similarity >= params.add_familiar):
             reason = (
                 common_pb2.REJECT_REASON_UNETHICAL if the_vote.label == "unethical"
                 else common_pb2.REJECT_REASON_INFEASIBLE

@@ -82,10 +82,13 @@ def test_unfamiliar_text_falls_back_to_the_rules(monkeypatch, head):
 
 
 def test_combination_rules():
-    familiar = semantic_review.PARAMS.familiar
+    familiar = max(semantic_review.PARAMS.familiar, semantic_review.PARAMS.add_familiar)
     harmful = semantic_review.Vote("unethical", 1.0, familiar + 0.1)
     harmless = semantic_review.Vote("harmless", 1.0, familiar + 0.1)
-    unfamiliar = semantic_review.Vote("unethical", 1.0, familiar - 0.01)
+    unfamiliar = semantic_review.Vote("unethical", 1.0, semantic_review.PARAMS.familiar - 0.01)
+    # familiar enough to vote, too far to add a refusal on its own ("Predict the `colour` column")
+    distant = semantic_review.Vote("unethical", 1.0, semantic_review.PARAMS.add_familiar - 0.01)
+    assert semantic_review.combine("t", None, distant, False) is None
     assert semantic_review.combine("t", None, harmful, False)[0] == UNETHICAL
     assert semantic_review.combine("t", None, unfamiliar, False) is None
     assert semantic_review.combine("t", None, harmful, protective=True) is None  # a detector of the harm

@@ -192,6 +192,13 @@ def test_a_persons_deadline_is_not_a_limit_and_millions_are_read():
     assert spec["targets"] == [{"metric": "rmse", "op": "<=", "value": 2.0}]
 
 
+def test_a_flash_sale_a_data_window_and_a_baseline_metric():
+    spec = spec_json("双十一秒杀：预测每个商品开抢后前15分钟的销量，RMSE不超过100件")
+    assert spec["constraints"] == {"max_latency_ms": None, "max_model_size_mb": None, "max_train_minutes": None}
+    spec = spec_json("客户流失预测，表里churn列是标签。现在的规则 F1 只有 0.5，新模型 F1 要达到 0.7 以上")
+    assert spec["targets"] == [{"metric": "f1", "op": ">=", "value": 0.7}]
+
+
 def test_a_power_unit_is_not_a_size_and_an_error_may_carry_it():
     spec = spec_json("用历史负荷和气温预测每小时用电负荷，平均绝对误差不超过50兆瓦")
     assert spec["constraints"]["max_model_size_mb"] is None
@@ -271,6 +278,8 @@ def test_a_baseline_alone_is_not_a_target():
         ("用历史订单表（品类、地区、时段）判断哪些订单会被退货", "tabular_classification"),
         ("网站收到很多敲诈邮件，做个识别过滤一下", "text_classification"),
         ("Regress house price on floor area, rooms and age from the sales table", "tabular_regression"),
+        ("From each incident write-up, predict the severity: critical, high, medium or low", "text_classification"),
+        ("Classify firewall log lines as normal, port scan or brute force", "text_classification"),
     ],
 )
 def test_task_type_families(text, task_type):
