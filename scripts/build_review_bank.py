@@ -240,7 +240,7 @@ def cross_validate_head(sets: tuple[str, ...] = TASK_SETS, grid: dict | None = N
                 the_vote = semantic_review.vote(text, bank=en_fold)
                 knn = semantic_review.combine(text, rule_verdict, the_vote, protective)
             info[text] = {"rule": rule_verdict, "protective": protective, "knn": knn, "lang": "zh" if chinese else "en",
-                          "corroboration": the_vote.share if the_vote.label == "unethical" else 0.0}
+                          "corroboration": the_vote.unethical_share}
             for c in grid["c"]:
                 probs[(c, text)] = heads[(c, info[text]["lang"])].predict(text)
 

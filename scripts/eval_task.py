@@ -49,13 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show-errors", action="store_true", help="list every item with a mistake")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.add_argument("--set-dir", type=pathlib.Path, default=SET_DIR, help="folder of the .jsonl sets")
-    parser.add_argument("--only", choices=SETS, default=None,
-                        help="score one set only (whoever tunes the rules uses --only tuning / tuning2)")
-    parser.add_argument("--file", type=pathlib.Path, action="append", default=None,
-                        help="score this labelled .jsonl file instead (repeatable): a set not yet in the project, "
-                             "scored at first contact, or a user's own set")
-    parser.add_argument("--sealed", action="store_true",
-                        help="score the sealed never-seen sets instead (once, at the end of a piece of work)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--only", choices=SETS, default=None,
+                       help="score one set only (whoever tunes the rules uses --only tuning / tuning2)")
+    which.add_argument("--file", type=pathlib.Path, action="append", default=None,
+                       help="score this labelled .jsonl file instead (repeatable): a set not yet in the project, "
+                            "scored at first contact, or a user's own set")
+    which.add_argument("--sealed", action="store_true",
+                       help="score the sealed never-seen sets instead (once, at the end of a piece of work)")
     parser.add_argument("--semantic", choices=("on", "off"), default=None,
                         help="the rule brain's semantic review layer on or off (default: the setting)")
     parser.add_argument("--zh", choices=("on", "off"), default=None,
@@ -83,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no such labelled file: {', '.join(missing)}", file=sys.stderr)
             return 2
         paths = {path.stem: path for path in args.file}
-        args.only = None
     present = [name for name in paths if paths[name].exists()]
     if not present:
         print("no sealed set at the moment: write one (blind to the code) before the next round of tuning"

@@ -10,8 +10,8 @@ miss almost none, so the learned layers are barely tested where they matter.
 This script rebuilds the first contact: for each set of ``FIRST_CONTACT`` the rules (services/task/rules.py
 and its knowledge file) are checked out from git as they stood when the set arrived (a detached worktree
 under a temporary folder), and the learned layers are trained on every other learnable set. The review
-then combines them with the layers' code and thresholds as they stand now (semantic_review.combine,
-review_head.combine), and the figures are printed per set and in all. The decision of an item the review
+then combines them with the layers' code and thresholds as they stand now (semantic_review.layered),
+and the figures are printed per set and in all. The decision of an item the review
 lets through comes from today's rules (accept / clarify), so only the review is replayed.
 
     .venv/bin/python scripts/replay_first_contact.py            # about 10 minutes on two cores
@@ -75,11 +75,24 @@ def rules_at(commit: str, set_file: pathlib.Path, scratch: pathlib.Path) -> dict
     return {text: (None if v is None else (v[0], v[1]), p) for text, (v, p) in json.loads(done.stdout).items()}
 
 
+def _scored(items: list[dict], verdicts: dict) -> dict:
+    """The evaluation figures of ``items`` with the review's verdicts replayed (today's rules read the rest)."""
+    from services.task import rules
+    from services.task.evaluation import evaluate, plan_with_rules
+
+    original = rules.full_review
+    rules.full_review = lambda text: verdicts[text]
+    try:
+        return evaluate(items, plan_with_rules)
+    finally:
+        rules.full_review = original
+
+
 def replay(sets: list[str]) -> dict[str, dict]:
     import build_review_bank as bank_script
 
-    from services.task import review_head, rules, semantic_review, zh_review
-    from services.task.evaluation import TASK_SETS, evaluate, load_set, plan_with_rules
+    from services.task import review_head, semantic_review, zh_review
+    from services.task.evaluation import TASK_SETS, load_set
 
     data = bank_script.head_data(TASK_SETS)
     en_bank, zh_bank = semantic_review.load_bank(), zh_review.load_bank()
@@ -87,8 +100,8 @@ def replay(sets: list[str]) -> dict[str, dict]:
     figures: dict[str, dict] = {}
     every: list[dict] = []
     verdicts: dict[str, object] = {}
-    with tempfile.TemporaryDirectory(prefix="ta-replay-") as scratch:
-        try:
+    try:
+        with tempfile.TemporaryDirectory(prefix="ta-replay-") as scratch:
             for name in sets:
                 set_file = ROOT / "tests" / "task_eval" / f"{name}.jsonl"
                 then = rules_at(FIRST_CONTACT[name], set_file, pathlib.Path(scratch))
@@ -111,32 +124,16 @@ def replay(sets: list[str]) -> dict[str, dict]:
                     else:
                         params, head_params = semantic_review.PARAMS, review_head.PARAMS_EN
                         the_vote = semantic_review.vote(text, bank=en_fold, k=params.k)
-                    if the_vote.top_similarity < params.familiar:
-                        verdicts[text] = rule_verdict
-                        continue
-                    knn = semantic_review.combine(text, rule_verdict, the_vote, protective, params)
-                    corroboration = the_vote.share if the_vote.label == "unethical" else 0.0
-                    probabilities = heads["zh" if chinese else "en"].predict(text)
-                    verdicts[text] = review_head.combine(rule_verdict, knn, probabilities, protective, head_params,
-                                                         corroboration)
-                original = rules.full_review
-                rules.full_review = lambda text: verdicts[text]
-                try:
-                    figures[name] = evaluate(items, plan_with_rules)
-                finally:
-                    rules.full_review = original
+                    head = (heads["zh" if chinese else "en"].predict(text), head_params)
+                    verdicts[text] = semantic_review.layered(text, rule_verdict, protective, the_vote, params, head)
+                figures[name] = _scored(items, verdicts)
                 every.extend(items)
                 print(f"{name}: decision {figures[name]['decision_accuracy']:.3f}", file=sys.stderr, flush=True)
-        finally:
-            subprocess.run(["git", "worktree", "prune"], cwd=ROOT, check=False, capture_output=True)
-    original = rules.full_review
-    rules.full_review = lambda text: verdicts[text]
-    try:
-        figures["all"] = evaluate(every, plan_with_rules)
-        for lang in ("en", "zh"):
-            figures[f"all_{lang}"] = evaluate([i for i in every if i["lang"] == lang], plan_with_rules)
-    finally:
-        rules.full_review = original
+    finally:  # the worktrees went with the temporary folder: forget them
+        subprocess.run(["git", "worktree", "prune"], cwd=ROOT, check=False, capture_output=True)
+    figures["all"] = _scored(every, verdicts)
+    for lang in ("en", "zh"):
+        figures[f"all_{lang}"] = _scored([i for i in every if i["lang"] == lang], verdicts)
     return figures
 
 

@@ -288,14 +288,14 @@ def _explanation(label: str) -> str:
             "zero latency, mind-reading, the supernatural).")
 
 
-def review(text: str, rule_verdict: tuple[int, str] | None, knn_verdict: tuple[int, str] | None,
-           protective: bool, chinese: bool, corroboration: float = 0.0) -> tuple[int, str] | None:
-    """The head's verdict given the rules' and the kNN layer's (the semantic review's hook)."""
+def opinion(text: str, chinese: bool) -> tuple[np.ndarray, HeadParams] | None:
+    """The head's probabilities for ``text`` and its language's thresholds, or None when the head is off or
+    has nothing to stand on (no stored head, no encoder): then the kNN verdict stands."""
+    if not enabled():
+        return None
     try:
         head = load_heads()["zh" if chinese else "en"]
-        probabilities = head.predict(text)
-    except (ImportError, OSError, ValueError, KeyError):  # no stored head or no encoder: the kNN verdict
-        return knn_verdict
-    return combine(rule_verdict, knn_verdict, probabilities, protective, PARAMS_ZH if chinese else PARAMS_EN,
-                   corroboration)
+        return head.predict(text), (PARAMS_ZH if chinese else PARAMS_EN)
+    except (ImportError, OSError, ValueError, KeyError):
+        return None
 

@@ -48,10 +48,14 @@ import pathlib
 import re
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from services.common.config import env_switch
+
+if TYPE_CHECKING:
+    from services.task.review_head import HeadParams
 
 KNOWLEDGE = pathlib.Path(__file__).with_name("knowledge")
 BANK_FILE = KNOWLEDGE / "review_bank.jsonl"
@@ -86,6 +90,11 @@ class Vote:
     share: float  # the label's share of the neighbours' similarity weight
     top_similarity: float
     neighbours: tuple[tuple[float, str, str], ...] = field(default=())  # (similarity, label, text)
+
+    @property
+    def unethical_share(self) -> float:
+        """The vote's share when it reads the request as unethical, else 0 (the head's corroboration)."""
+        return self.share if self.label == "unethical" else 0.0
 
 
 @dataclass(frozen=True)
@@ -283,42 +292,47 @@ def review(text: str, rule_verdict: tuple[int, str] | None, protective: bool,
            params: Params | None = None) -> tuple[int, str] | None:
     """The combined verdict for ``text`` given the rules' verdict (the rule brain's review hook)."""
     params = params or PARAMS
-    if is_chinese(text) and not params.chinese:
-        from services.task import zh_review  # a second opinion by character n-grams (off unless adopted)
-
-        if not zh_review.enabled():
-            return rule_verdict
-        try:
-            zh_vote = zh_review.vote(text, k=zh_review.PARAMS.k)
-        except (ImportError, OSError, ValueError):  # no scikit-learn or no bank: the rules alone
-            return rule_verdict
-        if zh_vote.top_similarity < zh_review.PARAMS.familiar:
-            return rule_verdict  # unfamiliar: neither the vote nor the head speaks
-        knn_verdict = zh_review.combine(text, rule_verdict, zh_vote, protective, zh_review.PARAMS)
-        return _with_head(text, rule_verdict, knn_verdict, protective, zh_vote, chinese=True)
+    chinese = is_chinese(text) and not params.chinese
     try:
-        the_vote = vote(text, k=params.k)
-    except (ImportError, OSError, ValueError) as exc:  # no encoder package or weights: the rules alone
-        _warn_once(str(exc))
+        if chinese:
+            from services.task import zh_review  # a second opinion by character n-grams
+
+            if not zh_review.enabled():
+                return rule_verdict
+            params = zh_review.PARAMS
+            the_vote = zh_review.vote(text, k=params.k)
+        else:
+            the_vote = vote(text, k=params.k)
+    except (ImportError, OSError, ValueError) as exc:  # no encoder, scikit-learn or bank: the rules alone
+        if not chinese:
+            _warn_once(str(exc))
         return rule_verdict
     if the_vote.top_similarity < params.familiar:
         return rule_verdict  # unfamiliar: neither the vote nor the head speaks
-    return _with_head(text, rule_verdict, combine(text, rule_verdict, the_vote, protective, params), protective,
-                      the_vote, chinese=False)
-
-
-def _with_head(text: str, rule_verdict, knn_verdict, protective: bool, the_vote: Vote, chinese: bool):
-    """The supervised head's say (services/task/review_head.py) when it is on, else the kNN verdict.
-
-    Only for familiar requests (the caller checks the nearest exemplar's similarity): on text unlike
-    anything labelled, a linear head's probabilities mean little, so the rules decide alone there.
-    """
     from services.task import review_head
 
-    if not review_head.enabled():
+    return layered(text, rule_verdict, protective, the_vote, params, review_head.opinion(text, chinese))
+
+
+def layered(text: str, rule_verdict: tuple[int, str] | None, protective: bool, the_vote: Vote, params: Params,
+            head: tuple[np.ndarray, HeadParams] | None) -> tuple[int, str] | None:
+    """The learned layers on one request: the rules alone when nothing labelled is near, else the kNN
+    vote's verdict, then the supervised head's say when it speaks (``head``: its probabilities and
+    review_head.HeadParams, from review_head.opinion; None when it is off or unavailable).
+
+    Only for familiar requests does the head speak: on text unlike anything labelled, a linear head's
+    probabilities mean little, so the rules decide alone there. Shared by :func:`review` and the
+    replay of first contacts (scripts/replay_first_contact.py)."""
+    if the_vote.top_similarity < params.familiar:
+        return rule_verdict
+    knn_verdict = combine(text, rule_verdict, the_vote, protective, params)
+    if head is None:
         return knn_verdict
-    corroboration = the_vote.share if the_vote.label == "unethical" else 0.0
-    return review_head.review(text, rule_verdict, knn_verdict, protective, chinese, corroboration)
+    from services.task import review_head
+
+    probabilities, head_params = head
+    return review_head.combine(rule_verdict, knn_verdict, probabilities, protective, head_params,
+                               the_vote.unethical_share)
 
 
 @functools.cache

@@ -94,7 +94,9 @@ def test_stored_coefficients_match_a_rebuild():
 def test_switch_off_leaves_the_knn_verdict(monkeypatch):
     monkeypatch.setenv(review_head.ENV_SWITCH, "0")
     vote = semantic_review.Vote("unethical", 1.0, 0.9)
-    assert semantic_review._with_head("x", None, None, True, vote, chinese=False) is None
+    assert review_head.opinion("x", chinese=False) is None
+    head = review_head.opinion("x", chinese=False)
+    assert semantic_review.layered("x", None, True, vote, semantic_review.PARAMS, head) is None
 
 
 def test_a_sure_head_vetoes_a_refusal_only_the_knn_vote_made():
