@@ -240,7 +240,7 @@ def cross_validate_head(sets: tuple[str, ...] = TASK_SETS, grid: dict | None = N
                 the_vote = semantic_review.vote(text, bank=en_fold)
                 knn = semantic_review.combine(text, rule_verdict, the_vote, protective)
             info[text] = {"rule": rule_verdict, "protective": protective, "knn": knn, "lang": "zh" if chinese else "en",
-                          "corroboration": the_vote.unethical_share}
+                          "vote": the_vote}
             for c in grid["c"]:
                 probs[(c, text)] = heads[(c, info[text]["lang"])].predict(text)
 
@@ -265,7 +265,7 @@ def cross_validate_head(sets: tuple[str, ...] = TASK_SETS, grid: dict | None = N
             i = info[text]
             params = params_of(i["lang"])
             return review_head.combine(i["rule"], i["knn"], probs[(params.c, text)], i["protective"], params,
-                                       i["corroboration"])
+                                       i["vote"])
         return choose
 
     every = [item for name in sets for item in items[name]]

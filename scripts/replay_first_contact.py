@@ -46,6 +46,7 @@ FIRST_CONTACT = {
     "tuning5": "048618a",
     "tuning6": "a6dc196",
     "fresh11": "cd65441",
+    "tuning7": "a57cada",
 }
 
 _RULES_AT = """
@@ -88,7 +89,9 @@ def _scored(items: list[dict], verdicts: dict) -> dict:
         rules.full_review = original
 
 
-def replay(sets: list[str]) -> dict[str, dict]:
+def replay(sets: list[str], inputs: list[dict] | None = None) -> dict[str, dict]:
+    """The figures per set and in all; ``inputs``, when given, gets one record per request: what the
+    learned layers were given (rule verdict, framing, vote, head) and what they said, for --dump."""
     import build_review_bank as bank_script
 
     from services.task import review_head, semantic_review, zh_review
@@ -126,6 +129,10 @@ def replay(sets: list[str]) -> dict[str, dict]:
                         the_vote = semantic_review.vote(text, bank=en_fold, k=params.k)
                     head = (heads["zh" if chinese else "en"].predict(text), head_params)
                     verdicts[text] = semantic_review.layered(text, rule_verdict, protective, the_vote, params, head)
+                    if inputs is not None:
+                        inputs.append({"set": name, "item": item, "rule_verdict": rule_verdict,
+                                       "protective": protective, "vote": the_vote, "head": head[0],
+                                       "verdict": verdicts[text]})
                 figures[name] = _scored(items, verdicts)
                 every.extend(items)
                 print(f"{name}: decision {figures[name]['decision_accuracy']:.3f}", file=sys.stderr, flush=True)
@@ -137,16 +144,46 @@ def replay(sets: list[str]) -> dict[str, dict]:
     return figures
 
 
+def _print_errors(inputs: list[dict]) -> None:
+    """The requests whose replayed review disagrees with the label (a refusal or its absence, or the reason)."""
+    from services.task import review_head
+    from traineragent.v1 import common_pb2
+
+    names = {common_pb2.REJECT_REASON_UNETHICAL: "unethical", common_pb2.REJECT_REASON_INFEASIBLE: "infeasible"}
+    for record in inputs:
+        expected = record["item"]["expected"]
+        wanted = expected["reject_reason"] if expected["decision"] == "reject" else None
+        got = None if record["verdict"] is None else names.get(record["verdict"][0], "?")
+        if got == wanted or (got is None and wanted is None):
+            continue
+        rule = None if record["rule_verdict"] is None else names.get(record["rule_verdict"][0], "?")
+        v = record["vote"]
+        head = " ".join(f"{label} {p:.2f}" for label, p in zip(review_head.LABELS, record["head"], strict=True))
+        print(f"- {record['set']} {record['item']['id']} [{record['item']['category']}] got {got}, rules {rule}, "
+              f"protective {record['protective']}, vote {v.label} {v.share:.2f} @ {v.top_similarity:.2f}, head {head}: "
+              f"{record['item']['text'][:110]!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default=",".join(FIRST_CONTACT), help="comma-separated, of " + ", ".join(FIRST_CONTACT))
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument("--show-errors", action="store_true", help="list the requests the replayed review got wrong")
+    parser.add_argument("--dump", type=pathlib.Path, metavar="FILE",
+                        help="pickle each request's layer inputs and verdict to FILE (to try a policy without replaying)")
     args = parser.parse_args(argv)
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     unknown = [s for s in sets if s not in FIRST_CONTACT]
     if unknown:
         parser.error(f"no first-contact commit recorded for {unknown}")
-    figures = replay(sets)
+    inputs: list[dict] = []
+    figures = replay(sets, inputs)
+    if args.dump:
+        import pickle
+
+        args.dump.write_bytes(pickle.dumps(inputs))
+    if args.show_errors:
+        _print_errors(inputs)
     keys = ("decision_accuracy", "unethical_refusal_rate", "infeasible_refusal_rate", "false_refusal_rate",
             "clarify_rate")
     if args.json:

@@ -37,10 +37,14 @@ import functools
 import hashlib
 import pathlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from services.common.config import env_switch
+
+if TYPE_CHECKING:
+    from services.task.semantic_review import Vote
 
 KNOWLEDGE = pathlib.Path(__file__).with_name("knowledge")
 HEAD_FILE = KNOWLEDGE / "review_head.npz"
@@ -72,6 +76,14 @@ class HeadParams:
     # Gmail's spam filter" names a spam filter but is phishing
     protective_share: float = 0.8
     protective_add_p: float = 0.95
+    # the rules silent and no detector framing: a majority of the kNN vote (share at least agree_share) and a
+    # head that leans the same way (p at least agree_p) refuse as unethical together, where neither alone would
+    agree_share: float = 1.01
+    agree_p: float = 1.01
+    # a rule's unethical refusal without detector framing falls when the kNN vote (share at least lift_share) and
+    # the head (p at least lift_p) are both sure the request is harmless
+    lift_share: float = 1.01
+    lift_p: float = 1.01
 
 
 # The top of --cv-head's grid per language (decision accuracy, then unethical and infeasible refusal, then
@@ -86,7 +98,8 @@ class HeadParams:
 # they stand, so optimistic): decision 0.968 -> 0.975, unethical 0.968 = 0.968, infeasible 0.984 = 0.984, false
 # refusals of look-alikes 0.057 -> 0.044, plain requests refused 0.014 -> 0.000; on the Chinese items no change
 # (the Chinese kNN vote never adds a refusal its head is that sure is harmless).
-PARAMS_EN = HeadParams(mode="union", add_p=0.85, clear_p=0.6, c=16.0, veto_p=0.8)  # add_p 0.8 -> 0.85: "Predict the `colour` column" (p 0.81)
+PARAMS_EN = HeadParams(mode="union", add_p=0.85, clear_p=0.6, c=16.0, veto_p=0.8,  # add_p 0.8 -> 0.85: "Predict the `colour` column" (p 0.81)
+                       agree_share=0.6, agree_p=0.6, lift_share=0.9, lift_p=0.9)
 # Session 5, replaying first contact: eight sets (fresh7, tuning3_en/zh, fresh8, fresh9, tuning4_en/zh, fresh10; 1,400
 # requests) each scored with the rules as they stood the day the set arrived (git history) and the layers trained on
 # every other set; then checked on tuning5's first contact (200 requests, not learnt from while choosing).
@@ -97,7 +110,16 @@ PARAMS_EN = HeadParams(mode="union", add_p=0.85, clear_p=0.6, c=16.0, veto_p=0.8
 # (Chinese) 0.951 -> 0.960, false refusals 0.104 -> 0.077; tuning5 (Chinese) 0.950 -> 0.960 (a meeting-notes
 # summary no longer refused). The English thresholds the replay's random search liked did worse on tuning5, so
 # they stay.
-PARAMS_ZH = HeadParams(mode="union", add_p=0.8, clear_p=0.8, c=16.0, veto_p=0.8)
+# Session 6, the replay of twelve first contacts (2,182 requests, tuning7's included; scripts/replay_first_contact.py
+# --dump, then the policy tried on the dump): a kNN majority and a head leaning the same way refuse together
+# (agree_share / agree_p), and a rule's unethical refusal falls when vote and head are both sure it is harmless
+# (lift_share / lift_p: deepfake moderation, a stalkerware check for a shelter, genuine-or-forged passports). Review
+# mistakes 82 -> 68, unethical 0.958 -> 0.972, infeasible 0.968 = 0.968, look-alikes refused 44 -> 38 (of 557);
+# no unethical request was lifted (the nearest: vote 0.86 and head 0.68 harmless). Before that, a detector framing
+# stopped lifting a rule's infeasible refusal ("spam filter ... zero false positives on all email anyone will ever
+# send", "fraud scoring ... latency: 0 ms").
+PARAMS_ZH = HeadParams(mode="union", add_p=0.8, clear_p=0.8, c=16.0, veto_p=0.8,
+                       agree_share=0.5, agree_p=0.6, lift_share=0.9, lift_p=0.9)
 
 
 def enabled() -> bool:
@@ -249,29 +271,36 @@ def load_heads() -> dict[str, Head]:
 
 def combine(rule_verdict: tuple[int, str] | None, knn_verdict: tuple[int, str] | None,
             probabilities: np.ndarray, protective: bool, params: HeadParams,
-            corroboration: float = 0.0) -> tuple[int, str] | None:
+            vote: Vote | None = None) -> tuple[int, str] | None:
     """The review's verdict from the rules', the kNN layer's and the head's probabilities.
 
-    ``corroboration``: the kNN vote's share when it reads the request as unethical, else 0 (it lets a
-    protectively framed request be refused when vote and head agree)."""
+    ``vote``: the kNN vote (semantic_review.Vote) behind ``knn_verdict``, when there is one: where vote and
+    head agree they say more than either alone (see :class:`HeadParams`)."""
     from traineragent.v1 import common_pb2
 
+    unethical = common_pb2.REJECT_REASON_UNETHICAL
     base = knn_verdict if params.mode == "union" else rule_verdict
     p = {label: float(probabilities[i]) for i, label in enumerate(LABELS)}
+    share = {"harmless": 0.0, "unethical": 0.0, "infeasible": 0.0}
+    if vote is not None:
+        share[vote.label] = vote.share
     if base is None:
         if rule_verdict is not None:  # union: the kNN layer lifted a rule refusal; it stays lifted
             return None
         harm = max(("unethical", "infeasible"), key=lambda name: (p[name], name == "unethical"))
         if protective and harm == "unethical":
-            if corroboration >= params.protective_share and p["unethical"] >= params.protective_add_p:
-                return common_pb2.REJECT_REASON_UNETHICAL, _explanation("unethical")
+            if share["unethical"] >= params.protective_share and p["unethical"] >= params.protective_add_p:
+                return unethical, _explanation("unethical")
             return None
-        if p[harm] >= params.add_p:
-            reason = (common_pb2.REJECT_REASON_UNETHICAL if harm == "unethical"
-                      else common_pb2.REJECT_REASON_INFEASIBLE)
+        if p[harm] >= params.add_p or (
+                harm == "unethical" and share["unethical"] >= params.agree_share and p["unethical"] >= params.agree_p):
+            reason = unethical if harm == "unethical" else common_pb2.REJECT_REASON_INFEASIBLE
             return reason, _explanation(harm)
         return None
-    if rule_verdict is not None and protective and p["harmless"] >= params.clear_p:
+    if rule_verdict is not None and rule_verdict[0] == unethical and p["harmless"] >= params.clear_p and (
+            protective or share["harmless"] >= params.lift_share and p["harmless"] >= params.lift_p):
+        # a detector of the harm, or a request both learned layers are sure is harmless (a protective purpose
+        # the rules' framing patterns missed); an impossibility stays impossible whatever its framing
         return None
     if rule_verdict is None and params.mode == "union" and p["harmless"] >= params.veto_p:
         return None  # only the kNN vote refused, and the head is sure it is harmless

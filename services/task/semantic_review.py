@@ -91,11 +91,6 @@ class Vote:
     top_similarity: float
     neighbours: tuple[tuple[float, str, str], ...] = field(default=())  # (similarity, label, text)
 
-    @property
-    def unethical_share(self) -> float:
-        """The vote's share when it reads the request as unethical, else 0 (the head's corroboration)."""
-        return self.share if self.label == "unethical" else 0.0
-
 
 @dataclass(frozen=True)
 class Bank:
@@ -270,7 +265,8 @@ def combine(
             )
             return reason, _explanation(the_vote)
         return None
-    if protective and the_vote.label == "harmless" and the_vote.share >= params.clear_share:
+    if (protective and rule_verdict[0] == common_pb2.REJECT_REASON_UNETHICAL and the_vote.label == "harmless"
+            and the_vote.share >= params.clear_share):
         return None
     return rule_verdict
 
@@ -331,8 +327,7 @@ def layered(text: str, rule_verdict: tuple[int, str] | None, protective: bool, t
     from services.task import review_head
 
     probabilities, head_params = head
-    return review_head.combine(rule_verdict, knn_verdict, probabilities, protective, head_params,
-                               the_vote.unethical_share)
+    return review_head.combine(rule_verdict, knn_verdict, probabilities, protective, head_params, the_vote)
 
 
 @functools.cache

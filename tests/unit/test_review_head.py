@@ -118,12 +118,12 @@ def test_a_detector_framing_stops_an_unethical_refusal_unless_vote_and_head_agre
     sure_harm, likely_harm = np.array([0.02, 0.97, 0.01]), np.array([0.1, 0.88, 0.02])
     # framed as a detector, rules silent: the head alone (however sure) does not refuse
     assert review_head.combine(None, None, sure_harm, True, params) is None
-    assert review_head.combine(None, None, sure_harm, True, params, corroboration=0.7) is None
+    assert review_head.combine(None, None, sure_harm, True, params, vote=semantic_review.Vote("unethical", 0.7, 0.6)) is None
     # a sure head and a kNN vote that agrees: refused
-    verdict = review_head.combine(None, None, sure_harm, True, params, corroboration=0.9)
+    verdict = review_head.combine(None, None, sure_harm, True, params, vote=semantic_review.Vote("unethical", 0.9, 0.6))
     assert verdict is not None and verdict[0] == common_pb2.REJECT_REASON_UNETHICAL
     # a head only likely, with the vote agreeing: the framing wins
-    assert review_head.combine(None, None, likely_harm, True, params, corroboration=1.0) is None
+    assert review_head.combine(None, None, likely_harm, True, params, vote=semantic_review.Vote("unethical", 1.0, 0.6)) is None
     # no detector framing: the ordinary threshold
     assert review_head.combine(None, None, likely_harm, False, params)[0] == common_pb2.REJECT_REASON_UNETHICAL
 
@@ -135,6 +135,44 @@ def test_a_detector_framing_does_not_stop_an_impossibility():
     impossible = np.array([0.04, 0.01, 0.95])
     verdict = review_head.combine(None, None, impossible, True, params)
     assert verdict is not None and verdict[0] == common_pb2.REJECT_REASON_INFEASIBLE
+
+    # nor does the head lift a rule's refusal of an impossibility framed as a detector ("latency: 0 ms")
+    rule = (common_pb2.REJECT_REASON_INFEASIBLE, "zero latency")
+    sure_harmless = np.array([0.98, 0.01, 0.01])
+    assert review_head.combine(rule, rule, sure_harmless, True, params) == rule
+
+
+def test_a_knn_majority_and_a_leaning_head_refuse_together():
+    from traineragent.v1 import common_pb2
+
+    params = review_head.HeadParams(mode="union", add_p=0.85, agree_share=0.6, agree_p=0.6)
+    leaning = np.array([0.3, 0.65, 0.05])
+    majority, minority = semantic_review.Vote("unethical", 0.62, 0.5), semantic_review.Vote("unethical", 0.5, 0.5)
+    verdict = review_head.combine(None, None, leaning, False, params, vote=majority)
+    assert verdict is not None and verdict[0] == common_pb2.REJECT_REASON_UNETHICAL
+    # either alone is not enough: a minority vote, or no vote, or a harmless one
+    assert review_head.combine(None, None, leaning, False, params, vote=minority) is None
+    assert review_head.combine(None, None, leaning, False, params) is None
+    assert review_head.combine(None, None, leaning, False, params,
+                               vote=semantic_review.Vote("harmless", 0.9, 0.5)) is None
+    # a detector framing keeps its stricter bar
+    assert review_head.combine(None, None, leaning, True, params, vote=majority) is None
+
+
+def test_a_rule_refusal_falls_only_when_vote_and_head_are_both_sure_it_is_harmless():
+    from traineragent.v1 import common_pb2
+
+    params = review_head.HeadParams(mode="union", clear_p=0.6, lift_share=0.9, lift_p=0.9)
+    rule = (common_pb2.REJECT_REASON_UNETHICAL, "fraud")
+    sure, fairly_sure = np.array([0.95, 0.04, 0.01]), np.array([0.85, 0.14, 0.01])
+    harmless_vote = semantic_review.Vote("harmless", 1.0, 0.8)
+    assert review_head.combine(rule, rule, sure, False, params, vote=harmless_vote) is None
+    assert review_head.combine(rule, rule, fairly_sure, False, params, vote=harmless_vote) == rule
+    assert review_head.combine(rule, rule, sure, False, params, vote=semantic_review.Vote("harmless", 0.8, 0.8)) == rule
+    assert review_head.combine(rule, rule, sure, False, params) == rule
+    # an impossibility is never lifted this way
+    impossible = (common_pb2.REJECT_REASON_INFEASIBLE, "lottery")
+    assert review_head.combine(impossible, impossible, sure, False, params, vote=harmless_vote) == impossible
 
 
 PLAIN_LATENCY_REQUESTS = [
