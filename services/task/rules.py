@@ -119,7 +119,7 @@ _ERROR_UNIT_AFTER = _rx(
 _BASELINE_BEFORE = _rx(
     r"\b(?:currently|current(?:ly)?|right now|now (?:at|is|are|have|get)|today|at the moment|baseline|existing"
     r"|our old|the old|last (?:model|version)|we (?:have|get|got|are at)|used to|was)\b(?:[^0-9]|(?<=f)1|(?<=r)2){0,30}$"
-    r"|(?:目前|现在|现有|当前|原来|之前|以前)(?:[^0-9]|(?<=f)1|(?<=r)2){0,15}$"
+    r"|(?:目前|现在|现有|当前|原来|之前|以前)(?:[^0-9]|(?<=f)1|(?<=r)2){0,25}$"
 )
 _CLAUSE_BREAK = re.compile(r"[;；。!?！？\n]|,|、|\.(?:\s|$)|\s(?:but|while|whereas|and then)\s|但是?|同时|并且|而且")
 _CONNECTOR = _rx(r"^\s*(?:,|and|&|/|or|as well as|plus|和|与|及|以及|、|跟)?\s*(?:the\s+)?$")
@@ -747,15 +747,25 @@ def _read_task(text: str, norm: str, targets: list[common_pb2.Target]) -> tuple[
 
 
 # Certainty the request says it does NOT ask for ("不用零误差，MAE 0.02以内就行", "当然不可能精确到分",
-# "注意不是要预测号码", "no need for exact figures", "接近百分之百，至少99.5%"): masked before the
+# "注意不是要预测号码", "no need for exact figures", "we know it won't be exact", "接近百分之百，至少99.5%"): masked before the
 # infeasibility rules read the request. Never "never wrong" or "not a single error": those ask for certainty.
 _NOT_ASKED = _rx(
     r"(?:不用|不要求|不需要|不必|不可能|不是要|并不是要|并非|没必要|无需|不求|当然不|做不到|接近|近乎|趋近|尽量接近)"
     r"[^，。；,;!?！？]{0,8}?(?:零误差|零延迟|精确|准确无误|百分之百|100%|预测(?:中奖)?号码|一点误差都没有|分毫不差)"
     r"|\b(?:no need (?:for|to be)|(?:does ?n[o']t|do ?n[o']t) (?:need|have) to be|needn't be|not required to be|not looking for"
-    r"|rather than|instead of|not trying to|is ?n[o']t about|(?:as )?close (?:as possible )?to|nearly|approaching)\s+"
+    r"|rather than|instead of|not trying to|is ?n[o']t about|(?:as )?close (?:as possible )?to|nearly|approaching"
+    r"|(?:won'?t|will not|can'?t|cannot|could ?n[o']t|is ?n[o']t going to|are ?n[o']t going to|never going to) (?:ever )?be)\s+"
     r"(?:\w+\s+){0,2}?(?:exact\w*|precise\w*|perfect\w*|100 ?%|zero (?:error|latency)|predict\w* (?:the )?(?:winning )?numbers)"
 )
+
+
+_LINE_BREAKS = re.compile(r"[ \t]*(?:\r?\n)+[ \t]*")
+
+
+def _review_text(text: str) -> str:
+    """The request as the review reads it: normalised, its lines joined as sentences ("· 用户上传任意真人照片\n· 模型
+    输出成人向图片" is one request whose harm spans two bullet points; a pattern's ``.`` does not cross a line break)."""
+    return _LINE_BREAKS.sub("; ", normalize(text).strip())
 
 
 def review(text: str) -> tuple[int, str] | None:
@@ -764,7 +774,7 @@ def review(text: str) -> tuple[int, str] | None:
     Unethical before infeasible. The review reads the whole request whatever its task type, and
     nothing in the request ("ignore the rules", "skip the review") turns it off.
     """
-    norm = normalize(text)
+    norm = _review_text(text)
     compiled = _compiled()
     harmless = _any(compiled["lookalikes"], norm) is not None and not compiled["evasion"].search(norm)
     for entry in compiled["unethical"]:
@@ -789,15 +799,27 @@ def full_review(text: str) -> tuple[int, str] | None:
     verdict = review(text)
     from services.task import semantic_review
 
-    if semantic_review.enabled():
-        return semantic_review.review(text, verdict, protective_framing(text))
-    return verdict
+    if not semantic_review.enabled():
+        return verdict
+    combined = semantic_review.review(text, verdict, protective_framing(text))
+    if (verdict is None and combined is not None and combined[0] == common_pb2.REJECT_REASON_INFEASIBLE
+            and _error_tolerance(text)):
+        # only the learned layers call it impossible, and the request allows an error ("tomorrow's closing price,
+        # RMSE under 2 dollars"): forecasting with a tolerance is ordinary regression; the rules refuse certainty
+        return None
+    return combined
+
+
+def _error_tolerance(text: str) -> bool:
+    """The request states an error it will accept (an MAE or RMSE target above zero)."""
+    return any(t.metric in (common_pb2.METRIC_MAE, common_pb2.METRIC_RMSE) and t.value > 0
+               for t, _span in _targets_with_spans(normalize(text)))
 
 
 def protective_framing(text: str) -> bool:
     """The request detects, flags, filters or moderates a harm (the look-alike patterns of the knowledge
     file) and says nothing about evading that detection: a rule refusal of it is in doubt."""
-    norm = normalize(text)
+    norm = _review_text(text)
     compiled = _compiled()
     if compiled["evasion"].search(norm):
         return False
