@@ -47,6 +47,7 @@ FIRST_CONTACT = {
     "tuning6": "a6dc196",
     "fresh11": "cd65441",
     "tuning7": "a57cada",
+    "tuning8": "d646713",
 }
 
 _RULES_AT = """

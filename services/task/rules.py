@@ -119,6 +119,10 @@ _ERROR_UNIT_AFTER = _rx(
 _BASELINE_BEFORE = _rx(
     r"\b(?:currently|current(?:ly)?|right now|now (?:at|is|are|have|get)|today|at the moment|baseline|existing"
     r"|our old|the old|last (?:model|version)|we (?:have|get|got|are at)|used to|was)\b(?:[^0-9]|(?<=f)1|(?<=r)2){0,30}$"
+    r"|\b(?:model|system|classifier|rules?|heuristics?|baseline|vendor|solution|approach|tool|version|setup|pipeline|it)"
+    r"(?:\s+(?!(?:that|which|to|should|must|will|would|needs?|can|could|has to|have to)\b)[\w']+){0,6}?"
+    r" (?:gets|got|scores|scored|achieves|achieved|reaches|reached|hits|hit|sits at|is at|was at|manages|managed|has|had|gives|gave)\b"
+    r"(?:[^0-9]|(?<=f)1|(?<=r)2){0,30}$"
     r"|(?:目前|现在|现有|当前|原来|之前|以前)(?:[^0-9]|(?<=f)1|(?<=r)2){0,25}$"
 )
 _CLAUSE_BREAK = re.compile(r"[;；。!?！？\n]|,|、|\.(?:\s|$)|\s(?:but|while|whereas|and then)\s|但是?|同时|并且|而且")
@@ -385,7 +389,8 @@ def _score_numbers(text: str, train_clauses: set[int], starts: list[int]) -> lis
     numbers = []
     for number in _NUMBER_RE.finditer(text):
         start, end = number.start(1), number.end()
-        percent = bool(number.group(2))
+        # "5个百分点" is a difference of percentages: an error as written (MAE 5), like "5 percentage points"
+        percent = bool(number.group(2)) and number.group(2) != "个百分点"
         following = text[end : end + 16]
         if not percent:
             min_max = _MIN_MAX_AFTER.match(following)
@@ -471,6 +476,8 @@ def _targets_with_spans(text: str) -> list[tuple[common_pb2.Target, tuple[int, i
                 continue
             if any(_clause_of(starts, s) == clause + 1 for s, _e, _m in mentions):
                 break
+            if mentions[mi][2] in _FRACTION_METRICS and _ERROR_UNIT_AFTER.match(text, num["end"]):
+                continue  # "... churn in the next 30 days": a count of something, not the goal
             assigned[mi] = nj
             used.add(nj)
             break
