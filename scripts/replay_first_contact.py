@@ -48,6 +48,7 @@ FIRST_CONTACT = {
     "fresh11": "cd65441",
     "tuning7": "a57cada",
     "tuning8": "d646713",
+    "tuning9": "a8db06c",
 }
 
 _RULES_AT = """

@@ -123,7 +123,7 @@ _BASELINE_BEFORE = _rx(
     r"(?:\s+(?!(?:that|which|to|should|must|will|would|needs?|can|could|has to|have to)\b)[\w']+){0,6}?"
     r" (?:gets|got|scores|scored|achieves|achieved|reaches|reached|hits|hit|sits at|is at|was at|manages|managed|has|had|gives|gave)\b"
     r"(?:[^0-9]|(?<=f)1|(?<=r)2){0,30}$"
-    r"|(?:目前|现在|现有|当前|原来|之前|以前)(?:[^0-9]|(?<=f)1|(?<=r)2){0,25}$"
+    r"|(?:目前|现在|现有|当前|原来|之前|以前|旧模型|老模型|原模型|现有模型|原有模型|旧版|老版本?)(?:[^0-9]|(?<=f)1|(?<=r)2){0,25}$"
 )
 _CLAUSE_BREAK = re.compile(r"[;；。!?！？\n]|,|、|\.(?:\s|$)|\s(?:but|while|whereas|and then)\s|但是?|同时|并且|而且")
 _CONNECTOR = _rx(r"^\s*(?:,|and|&|/|or|as well as|plus|和|与|及|以及|、|跟)?\s*(?:the\s+)?$")
@@ -189,6 +189,7 @@ def _compiled() -> dict:
         "lookalikes": [_rx(expand(p)) for p in rules["harmless_lookalikes"]],
         "evasion": _rx(expand(vocab["evasion"])),
         "protective": _rx(expand(vocab["protective_purpose"])),
+        "consent": _rx(expand(vocab["consent"])),
         "task_cues": {
             modality: [(float(w), _rx(expand(p))) for w, p in cues]
             for modality, cues in rules["task_cues"].items()
@@ -808,7 +809,9 @@ def full_review(text: str) -> tuple[int, str] | None:
 
     if not semantic_review.enabled():
         return verdict
-    combined = semantic_review.review(text, verdict, protective_framing(text))
+    # an exemption or consent weighs only against the learned layers: it never lifts the rules' own refusal
+    doubt = protective_framing(text) or (verdict is None and exempted(text))
+    combined = semantic_review.review(text, verdict, doubt)
     if (verdict is None and combined is not None and combined[0] == common_pb2.REJECT_REASON_INFEASIBLE
             and _error_tolerance(text)):
         # only the learned layers call it impossible, and the request allows an error ("tomorrow's closing price,
@@ -824,13 +827,21 @@ def _error_tolerance(text: str) -> bool:
 
 
 def protective_framing(text: str) -> bool:
-    """The request detects, flags, filters or moderates a harm (the look-alike patterns of the knowledge
-    file) and says nothing about evading that detection: a rule refusal of it is in doubt."""
+    """The request detects, flags, filters, moderates or audits a harm (the look-alike and protective-purpose
+    patterns of the knowledge file) and says nothing about evading that detection: a refusal of it is in doubt."""
     norm = _review_text(text)
     compiled = _compiled()
     if compiled["evasion"].search(norm):
         return False
     return _any(compiled["lookalikes"], norm) is not None or compiled["protective"].search(norm) is not None
+
+
+def exempted(text: str) -> bool:
+    """Consent or anonymity stated ("the union signed off", "not linked to anyone's name", "双方都已授权"):
+    evidence against a refusal only the learned layers would make, never against the rules' own."""
+    norm = _review_text(text)
+    compiled = _compiled()
+    return not compiled["evasion"].search(norm) and compiled["consent"].search(norm) is not None
 
 
 def _plain(category: str) -> str:
