@@ -39,7 +39,7 @@ refusals (unchanged here) count as wrong in both.
 
 - Model: per language the best reader-alone 6-class LOSO accuracy of a grid (logistic regression C 1..256,
   balanced or not; kNN k 3..15): English logistic regression C=1, balanced (0.925; kNN best 0.892), Chinese
-  C=64, balanced (0.913; kNN best 0.902).
+  C=64, balanced (0.913; kNN best 0.902). Session 6 (22 sets): English C=16, balanced (0.945), see POLICY_EN.
 - Policy family: the best *nested* figure (for each held-out set the thresholds are chosen on the other sets'
   own LOSO predictions, then applied to it once), ties to the simpler family; thresholds: the best LOSO of that
   family (correct types + correct decisions; ties to the simpler policy, fewer changes, higher thresholds).
