@@ -49,6 +49,7 @@ FIRST_CONTACT = {
     "tuning7": "a57cada",
     "tuning8": "d646713",
     "tuning9": "a8db06c",
+    "fresh12": "e2368a8",
 }
 
 _RULES_AT = """

@@ -48,7 +48,8 @@ _METRICS: list[tuple[str, int]] = [
     (r"\b(?:top-?1 )?accuracy\b|\baccurate\b|\bacc\b|准确率|正确率|准确度|识别率|精度|准确性|准确"
      r"|\b(?:classified|labell?ed|sorted|predicted|identified|recogni[sz]ed|routed|tagged|read) correctly\b"
      r"|\bcorrectly (?:classified|labell?ed|sorted|predicted|identified|recogni[sz]ed|routed|tagged)\b"
-     r"|\b(?:right|correct)(?=\s+(?:(?:at least|about|around|over|more than|above|in|on|for|nearly)\s+)?\d+(?:\.\d+)?\s?%)",
+     r"|\b(?:right|correct)(?=\s+(?:(?:at least|about|around|over|more than|above|in|on|for|nearly)\s+)?\d+(?:\.\d+)?\s?%)"
+     r"|(?<=%\s)(?:right|correct)\b",  # "90% right is fine" (as normalised from "nine out of ten right")
      common_pb2.METRIC_ACCURACY),
 ]
 _LOWER_IS_BETTER = {common_pb2.METRIC_MAE, common_pb2.METRIC_RMSE, common_pb2.METRIC_PERPLEXITY}
