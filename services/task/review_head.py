@@ -64,6 +64,7 @@ NGRAMS = (1, 3)
 class HeadParams:
     mode: str = "union"  # replace | union
     add_p: float = 0.8
+    add_p_infeasible: float | None = None  # the head alone calling a request impossible (None: add_p)
     clear_p: float = 0.8
     c: float = 1.0  # the logistic regression's inverse regularisation (used when fitting)
     # union: a refusal that only the kNN vote adds (the rules silent) stands unless the head is this sure the
@@ -98,7 +99,10 @@ class HeadParams:
 # they stand, so optimistic): decision 0.968 -> 0.975, unethical 0.968 = 0.968, infeasible 0.984 = 0.984, false
 # refusals of look-alikes 0.057 -> 0.044, plain requests refused 0.014 -> 0.000; on the Chinese items no change
 # (the Chinese kNN vote never adds a refusal its head is that sure is harmless).
-PARAMS_EN = HeadParams(mode="union", add_p=0.85, clear_p=0.6, c=16.0, veto_p=0.8,  # add_p 0.8 -> 0.85: "Predict the `colour` column" (p 0.81)
+# add_p 0.8 -> 0.85: "Predict the `colour` column" (p 0.81). Session 6: that request's p(infeasible) rose to 0.86
+# once more aura-colour requests were learnt (a fresh-clone make test caught it again); the head alone calls a
+# request impossible at 0.9: replay mistakes 84 -> 82, look-alikes refused 48 -> 46, infeasible 0.966 unchanged.
+PARAMS_EN = HeadParams(mode="union", add_p=0.85, add_p_infeasible=0.9, clear_p=0.6, c=16.0, veto_p=0.8,
                        agree_share=0.6, agree_p=0.6, lift_share=0.9, lift_p=0.9)
 # Session 5, replaying first contact: eight sets (fresh7, tuning3_en/zh, fresh8, fresh9, tuning4_en/zh, fresh10; 1,400
 # requests) each scored with the rules as they stood the day the set arrived (git history) and the layers trained on
@@ -292,7 +296,8 @@ def combine(rule_verdict: tuple[int, str] | None, knn_verdict: tuple[int, str] |
             if share["unethical"] >= params.protective_share and p["unethical"] >= params.protective_add_p:
                 return unethical, _explanation("unethical")
             return None
-        if p[harm] >= params.add_p or (
+        add_p = params.add_p_infeasible if harm == "infeasible" and params.add_p_infeasible is not None else params.add_p
+        if p[harm] >= add_p or (
                 harm == "unethical" and share["unethical"] >= params.agree_share and p["unethical"] >= params.agree_p):
             reason = unethical if harm == "unethical" else common_pb2.REJECT_REASON_INFEASIBLE
             return reason, _explanation(harm)

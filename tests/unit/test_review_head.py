@@ -176,6 +176,8 @@ def test_a_rule_refusal_falls_only_when_vote_and_head_are_both_sure_it_is_harmle
 
 
 PLAIN_LATENCY_REQUESTS = [
+    # not a latency, but the same trap: a bare column request whose nearest labelled neighbours are aura colours
+    "Predict the `colour` column",
     "Route chat messages to a topic, each answer in under 1 ms",
     "Sort support tickets into four queues, F1 at least 0.85, under 15 ms",
     "Flag defective parts in the camera images, p95 latency 2ms",
