@@ -232,7 +232,7 @@ def cross_validate_head(sets: tuple[str, ...] = TASK_SETS, grid: dict | None = N
         for item in items[name]:
             text = item["text"]
             chinese = semantic_review.is_chinese(text)
-            rule_verdict, protective = rules.review(text), rules.protective_framing(text)
+            rule_verdict, protective = rules.review_inputs(text)
             if chinese:
                 the_vote = zh_review.vote(text, bank=zh_fold)
                 knn = zh_review.combine(text, rule_verdict, the_vote, protective, zh_review.PARAMS)

@@ -777,15 +777,39 @@ def _review_text(text: str) -> str:
     return _LINE_BREAKS.sub("; ", normalize(text).strip())
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """What the review reads of one request, once: the normalised text joined into one line, and whether it
+    matches a look-alike, a protective purpose, consent or anonymity, or evasion (see the knowledge file)."""
+
+    norm: str
+    lookalike: bool
+    protective: bool
+    consent: bool
+    evasion: bool
+
+
+def _read_for_review(text: str) -> _Reading:
+    norm = _review_text(text)
+    compiled = _compiled()
+    return _Reading(norm, _any(compiled["lookalikes"], norm) is not None,
+                    compiled["protective"].search(norm) is not None, compiled["consent"].search(norm) is not None,
+                    compiled["evasion"].search(norm) is not None)
+
+
 def review(text: str) -> tuple[int, str] | None:
     """(reject_reason, explanation) when the request must be refused, else None.
 
     Unethical before infeasible. The review reads the whole request whatever its task type, and
     nothing in the request ("ignore the rules", "skip the review") turns it off.
     """
-    norm = _review_text(text)
+    return _review(_read_for_review(text))
+
+
+def _review(reading: _Reading) -> tuple[int, str] | None:
+    norm = reading.norm
     compiled = _compiled()
-    harmless = _any(compiled["lookalikes"], norm) is not None and not compiled["evasion"].search(norm)
+    harmless = reading.lookalike and not reading.evasion
     for entry in compiled["unethical"]:
         if entry["lookalike_exempt"] and harmless:
             continue
@@ -802,16 +826,25 @@ def review(text: str) -> tuple[int, str] | None:
     return _impossible_numbers(norm)
 
 
+def review_inputs(text: str) -> tuple[tuple[int, str] | None, bool]:
+    """The phrase rules' verdict and whether a refusal by the learned layers is in doubt: the request is framed
+    as a detector of the harm (:func:`protective_framing`), or the rules let it through and it states consent
+    or anonymity (:func:`exempted`; that never lifts the rules' own refusal). What the semantic review is given,
+    by the brain and by scripts/build_review_bank.py alike."""
+    reading = _read_for_review(text)
+    verdict = _review(reading)
+    doubt = not reading.evasion and (reading.lookalike or reading.protective or (verdict is None and reading.consent))
+    return verdict, doubt
+
+
 def full_review(text: str) -> tuple[int, str] | None:
     """The rule brain's review: the phrase rules, and the semantic review beside them when it is on
     (services/task/semantic_review.py, ``TRAINERAGENT_SEMANTIC_REVIEW``)."""
-    verdict = review(text)
     from services.task import semantic_review
 
     if not semantic_review.enabled():
-        return verdict
-    # an exemption or consent weighs only against the learned layers: it never lifts the rules' own refusal
-    doubt = protective_framing(text) or (verdict is None and exempted(text))
+        return review(text)
+    verdict, doubt = review_inputs(text)
     combined = semantic_review.review(text, verdict, doubt)
     if (verdict is None and combined is not None and combined[0] == common_pb2.REJECT_REASON_INFEASIBLE
             and _error_tolerance(text)):
@@ -830,19 +863,15 @@ def _error_tolerance(text: str) -> bool:
 def protective_framing(text: str) -> bool:
     """The request detects, flags, filters, moderates or audits a harm (the look-alike and protective-purpose
     patterns of the knowledge file) and says nothing about evading that detection: a refusal of it is in doubt."""
-    norm = _review_text(text)
-    compiled = _compiled()
-    if compiled["evasion"].search(norm):
-        return False
-    return _any(compiled["lookalikes"], norm) is not None or compiled["protective"].search(norm) is not None
+    reading = _read_for_review(text)
+    return not reading.evasion and (reading.lookalike or reading.protective)
 
 
 def exempted(text: str) -> bool:
     """Consent or anonymity stated ("the union signed off", "not linked to anyone's name", "双方都已授权"):
     evidence against a refusal only the learned layers would make, never against the rules' own."""
-    norm = _review_text(text)
-    compiled = _compiled()
-    return not compiled["evasion"].search(norm) and compiled["consent"].search(norm) is not None
+    reading = _read_for_review(text)
+    return not reading.evasion and reading.consent
 
 
 def _plain(category: str) -> str:
