@@ -157,7 +157,7 @@ def _print_errors(inputs: list[dict]) -> None:
         expected = record["item"]["expected"]
         wanted = expected["reject_reason"] if expected["decision"] == "reject" else None
         got = None if record["verdict"] is None else names.get(record["verdict"][0], "?")
-        if got == wanted or (got is None and wanted is None):
+        if got == wanted:
             continue
         rule = None if record["rule_verdict"] is None else names.get(record["rule_verdict"][0], "?")
         v = record["vote"]
