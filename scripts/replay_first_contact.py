@@ -50,6 +50,8 @@ FIRST_CONTACT = {
     "tuning8": "d646713",
     "tuning9": "a8db06c",
     "fresh12": "e2368a8",
+    "tuning10": "6c1018b",
+    "tuning11": "6c1018b",
 }
 
 _RULES_AT = """
@@ -92,6 +94,14 @@ def _scored(items: list[dict], verdicts: dict) -> dict:
         rules.full_review = original
 
 
+def _window_opinions(text: str, head) -> list:
+    """The fold's head on each part of the request read alone (review_head.window_opinions, with this head)."""
+    from services.task import rules
+
+    parts = rules.review_windows(text)
+    return [head.predict(w) for w in parts] if len(parts) > 1 else []
+
+
 def replay(sets: list[str], inputs: list[dict] | None = None) -> dict[str, dict]:
     """The figures per set and in all; ``inputs``, when given, gets one record per request: what the
     learned layers were given (rule verdict, framing, vote, head) and what they said, for --dump."""
@@ -130,12 +140,17 @@ def replay(sets: list[str], inputs: list[dict] | None = None) -> dict[str, dict]
                     else:
                         params, head_params = semantic_review.PARAMS, review_head.PARAMS_EN
                         the_vote = semantic_review.vote(text, bank=en_fold, k=params.k)
-                    head = (heads["zh" if chinese else "en"].predict(text), head_params)
-                    verdicts[text] = semantic_review.layered(text, rule_verdict, protective, the_vote, params, head)
+                    fold_head = heads["zh" if chinese else "en"]
+                    head = (fold_head.predict(text), head_params)
+                    windows = _window_opinions(text, fold_head) if inputs is not None else None
+                    verdicts[text] = semantic_review.layered(
+                        text, rule_verdict, protective, the_vote, params, head,
+                        (lambda w=windows: w) if windows is not None else
+                        (lambda t=text, h=fold_head: _window_opinions(t, h)))
                     if inputs is not None:
                         inputs.append({"set": name, "item": item, "rule_verdict": rule_verdict,
                                        "protective": protective, "vote": the_vote, "head": head[0],
-                                       "verdict": verdicts[text]})
+                                       "windows": windows, "verdict": verdicts[text]})
                 figures[name] = _scored(items, verdicts)
                 every.extend(items)
                 print(f"{name}: decision {figures[name]['decision_accuracy']:.3f}", file=sys.stderr, flush=True)

@@ -44,6 +44,8 @@ import numpy as np
 from services.common.config import env_switch
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from services.task.semantic_review import Vote
 
 KNOWLEDGE = pathlib.Path(__file__).with_name("knowledge")
@@ -85,6 +87,10 @@ class HeadParams:
     # the head (p at least lift_p) are both sure the request is harmless
     lift_share: float = 1.01
     lift_p: float = 1.01
+    # ... unless a part of the request read alone (two consecutive sentences, rules.review_windows) has p(unethical)
+    # at least window_guard_p: a long harmless spec with the harm in one bullet ("also add the director's surname
+    # as a feature ... and score them down") reads harmless as a whole
+    window_guard_p: float = 1.01
 
 
 # The top of --cv-head's grid per language (decision accuracy, then unethical and infeasible refusal, then
@@ -103,7 +109,7 @@ class HeadParams:
 # once more aura-colour requests were learnt (a fresh-clone make test caught it again); the head alone calls a
 # request impossible at 0.9: replay mistakes 84 -> 82, look-alikes refused 48 -> 46, infeasible 0.966 unchanged.
 PARAMS_EN = HeadParams(mode="union", add_p=0.85, add_p_infeasible=0.9, clear_p=0.6, c=16.0, veto_p=0.8,
-                       agree_share=0.6, agree_p=0.6, lift_share=0.9, lift_p=0.9)
+                       agree_share=0.6, agree_p=0.6, lift_share=0.9, lift_p=0.9, window_guard_p=0.5)
 # Session 5, replaying first contact: eight sets (fresh7, tuning3_en/zh, fresh8, fresh9, tuning4_en/zh, fresh10; 1,400
 # requests) each scored with the rules as they stood the day the set arrived (git history) and the layers trained on
 # every other set; then checked on tuning5's first contact (200 requests, not learnt from while choosing).
@@ -123,7 +129,7 @@ PARAMS_EN = HeadParams(mode="union", add_p=0.85, add_p_infeasible=0.9, clear_p=0
 # stopped lifting a rule's infeasible refusal ("spam filter ... zero false positives on all email anyone will ever
 # send", "fraud scoring ... latency: 0 ms").
 PARAMS_ZH = HeadParams(mode="union", add_p=0.8, clear_p=0.8, c=16.0, veto_p=0.8,
-                       agree_share=0.5, agree_p=0.6, lift_share=0.9, lift_p=0.9)
+                       agree_share=0.5, agree_p=0.6, lift_share=0.9, lift_p=0.9, window_guard_p=0.5)
 
 
 def enabled() -> bool:
@@ -275,11 +281,13 @@ def load_heads() -> dict[str, Head]:
 
 def combine(rule_verdict: tuple[int, str] | None, knn_verdict: tuple[int, str] | None,
             probabilities: np.ndarray, protective: bool, params: HeadParams,
-            vote: Vote | None = None) -> tuple[int, str] | None:
+            vote: Vote | None = None, windows: Callable[[], list[np.ndarray]] | None = None
+            ) -> tuple[int, str] | None:
     """The review's verdict from the rules', the kNN layer's and the head's probabilities.
 
     ``vote``: the kNN vote (semantic_review.Vote) behind ``knn_verdict``, when there is one: where vote and
-    head agree they say more than either alone (see :class:`HeadParams`)."""
+    head agree they say more than either alone (see :class:`HeadParams`). ``windows``: the head's probabilities
+    for each part of the request read alone (:func:`window_opinions`), asked for only when a lift is weighed."""
     from traineragent.v1 import common_pb2
 
     unethical = common_pb2.REJECT_REASON_UNETHICAL
@@ -302,11 +310,15 @@ def combine(rule_verdict: tuple[int, str] | None, knn_verdict: tuple[int, str] |
             reason = unethical if harm == "unethical" else common_pb2.REJECT_REASON_INFEASIBLE
             return reason, _explanation(harm)
         return None
-    if rule_verdict is not None and rule_verdict[0] == unethical and p["harmless"] >= params.clear_p and (
-            protective or share["harmless"] >= params.lift_share and p["harmless"] >= params.lift_p):
+    if rule_verdict is not None and rule_verdict[0] == unethical and p["harmless"] >= params.clear_p:
         # a detector of the harm, or a request both learned layers are sure is harmless (a protective purpose
-        # the rules' framing patterns missed); an impossibility stays impossible whatever its framing
-        return None
+        # the rules' framing patterns missed) unless a part of it alone reads harmful; an impossibility stays
+        # impossible whatever its framing
+        if protective:
+            return None
+        if share["harmless"] >= params.lift_share and p["harmless"] >= params.lift_p and not (
+                windows is not None and any(w[LABELS.index("unethical")] >= params.window_guard_p for w in windows())):
+            return None
     if rule_verdict is None and params.mode == "union" and p["harmless"] >= params.veto_p:
         return None  # only the kNN vote refused, and the head is sure it is harmless
     return base
@@ -320,6 +332,21 @@ def _explanation(label: str) -> str:
     return ("Not possible (infeasible): the review's classifier reads this request as one no model can meet "
             "in principle (certainty about random or future events, perfect accuracy on open-world inputs, "
             "zero latency, mind-reading, the supernatural).")
+
+
+def window_opinions(text: str, chinese: bool) -> list[np.ndarray]:
+    """The head's probabilities for each part of ``text`` read alone (rules.review_windows: two consecutive
+    sentences); empty for a request of one sentence, or when the head is off or unavailable."""
+    from services.task import rules
+
+    windows = rules.review_windows(text)
+    if len(windows) <= 1 or not enabled():
+        return []
+    try:
+        head = load_heads()["zh" if chinese else "en"]
+        return [head.predict(w) for w in windows]
+    except (ImportError, OSError, ValueError, KeyError):
+        return []
 
 
 def opinion(text: str, chinese: bool) -> tuple[np.ndarray, HeadParams] | None:

@@ -45,7 +45,7 @@ _METRICS: list[tuple[str, int]] = [
     (r"\br\^?2\b|\br-squared?\b|\br squared?\b|\bcoefficient of determination\b|决定系数|r方|拟合优度",
      common_pb2.METRIC_R2),
     (r"\bperplexity\b|\bppl\b|困惑度", common_pb2.METRIC_PERPLEXITY),
-    (r"\b(?:top-?1 )?accuracy\b|\baccurate\b|\bacc\b|准确率|正确率|准确度|识别率|精度|准确性|准确"
+    (r"\b(?:top-?1 )?(?:accuracy|acc?urr?acy|accuarcy|accurcy)\b|\baccurate\b|\bacc\b|准确率|正确率|准确度|识别率|精度|准确性|准确"
      r"|\b(?:classified|labell?ed|sorted|predicted|identified|recogni[sz]ed|routed|tagged|read) correctly\b"
      r"|\bcorrectly (?:classified|labell?ed|sorted|predicted|identified|recogni[sz]ed|routed|tagged)\b"
      r"|\b(?:right|correct)(?=\s+(?:(?:at least|about|around|over|more than|above|in|on|for|nearly)\s+)?\d+(?:\.\d+)?\s?%)"
@@ -121,9 +121,13 @@ _BASELINE_BEFORE = _rx(
     r"\b(?:currently|current(?:ly)?|right now|now (?:at|is|are|have|get)|today|at the moment|baseline|existing"
     r"|our old|the old|last (?:model|version)|we (?:have|get|got|are at)|used to|was)\b(?:[^0-9]|(?<=f)1|(?<=r)2){0,30}$"
     r"|\b(?:model|system|classifier|rules?|heuristics?|baseline|vendor|solution|approach|tool|version|setup|pipeline|it)"
-    r"(?:\s+(?!(?:that|which|to|should|must|will|would|needs?|can|could|has to|have to)\b)[\w']+){0,6}?"
+    r"(?:[\s-]+(?!(?:that|which|to|should|must|will|would|needs?|can|could|has to|have to)\b)[\w']+){0,6}?"
     r" (?:gets|got|scores|scored|achieves|achieved|reaches|reached|hits|hit|sits at|is at|was at|manages|managed|has|had|gives|gave)\b"
     r"(?:[^0-9]|(?<=f)1|(?<=r)2){0,30}$"
+    r"|\b(?:rules?(?:[- ]based)?(?: engine| system)?|heuristics?|regex(?:es)?|keyword (?:rules|matching|lists?)|baseline"
+    r"|vendor(?:'s)? (?:model|tool|system)|(?:existing|old|current|legacy) (?:model|system|tool|setup|classifier)"
+    r"|spreadsheet|manual process)\s+(?:that|which)\s+(?:gets|got|scores|scored|achieves|achieved|reaches|reached|hits"
+    r"|manages|managed|gives|gave)\b(?:[^0-9]|(?<=f)1|(?<=r)2){0,30}$"
     r"|(?:目前|现在|现有|当前|原来|之前|以前|旧模型|老模型|原模型|现有模型|原有模型|旧版|老版本?)(?:[^0-9]|(?<=f)1|(?<=r)2){0,25}$"
 )
 _CLAUSE_BREAK = re.compile(r"[;；。!?！？\n]|,|、|\.(?:\s|$)|\s(?:but|while|whereas|and then)\s|但是?|同时|并且|而且")
@@ -879,6 +883,11 @@ def _plain(category: str) -> str:
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|[。！？；\n]+")
+
+
+def review_windows(text: str) -> list[str]:
+    """The parts of a request the review reads alone: two consecutive sentences of its review text."""
+    return _sentences(_review_text(text))
 
 
 def _sentences(text: str) -> list[str]:

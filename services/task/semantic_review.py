@@ -55,6 +55,8 @@ import numpy as np
 from services.common.config import env_switch
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from services.task.review_head import HeadParams
 
 KNOWLEDGE = pathlib.Path(__file__).with_name("knowledge")
@@ -307,14 +309,17 @@ def review(text: str, rule_verdict: tuple[int, str] | None, protective: bool,
         return rule_verdict  # unfamiliar: neither the vote nor the head speaks
     from services.task import review_head
 
-    return layered(text, rule_verdict, protective, the_vote, params, review_head.opinion(text, chinese))
+    return layered(text, rule_verdict, protective, the_vote, params, review_head.opinion(text, chinese),
+                   lambda: review_head.window_opinions(text, chinese))
 
 
 def layered(text: str, rule_verdict: tuple[int, str] | None, protective: bool, the_vote: Vote, params: Params,
-            head: tuple[np.ndarray, HeadParams] | None) -> tuple[int, str] | None:
+            head: tuple[np.ndarray, HeadParams] | None,
+            windows: Callable[[], list[np.ndarray]] | None = None) -> tuple[int, str] | None:
     """The learned layers on one request: the rules alone when nothing labelled is near, else the kNN
     vote's verdict, then the supervised head's say when it speaks (``head``: its probabilities and
-    review_head.HeadParams, from review_head.opinion; None when it is off or unavailable).
+    review_head.HeadParams, from review_head.opinion; None when it is off or unavailable); ``windows``: the head's
+    probabilities for the request's parts read alone (review_head.window_opinions), asked for lazily.
 
     Only for familiar requests does the head speak: on text unlike anything labelled, a linear head's
     probabilities mean little, so the rules decide alone there. Shared by :func:`review` and the
@@ -327,7 +332,7 @@ def layered(text: str, rule_verdict: tuple[int, str] | None, protective: bool, t
     from services.task import review_head
 
     probabilities, head_params = head
-    return review_head.combine(rule_verdict, knn_verdict, probabilities, protective, head_params, the_vote)
+    return review_head.combine(rule_verdict, knn_verdict, probabilities, protective, head_params, the_vote, windows)
 
 
 @functools.cache

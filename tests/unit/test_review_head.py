@@ -175,6 +175,37 @@ def test_a_rule_refusal_falls_only_when_vote_and_head_are_both_sure_it_is_harmle
     assert review_head.combine(impossible, impossible, sure, False, params, vote=harmless_vote) == impossible
 
 
+def test_a_lift_is_held_back_when_a_part_of_the_request_alone_reads_harmful():
+    from traineragent.v1 import common_pb2
+
+    params = review_head.HeadParams(mode="union", clear_p=0.6, lift_share=0.9, lift_p=0.9, window_guard_p=0.5)
+    rule = (common_pb2.REJECT_REASON_UNETHICAL, "discrimination")
+    sure, harmless_vote = np.array([0.95, 0.04, 0.01]), semantic_review.Vote("harmless", 1.0, 0.8)
+    harmful_part = [np.array([0.9, 0.05, 0.05]), np.array([0.2, 0.78, 0.02])]
+    harmless_parts = [np.array([0.9, 0.05, 0.05]), np.array([0.7, 0.25, 0.05])]
+    assert review_head.combine(rule, rule, sure, False, params, vote=harmless_vote,
+                               windows=lambda: harmful_part) == rule
+    assert review_head.combine(rule, rule, sure, False, params, vote=harmless_vote,
+                               windows=lambda: harmless_parts) is None
+    assert review_head.combine(rule, rule, sure, False, params, vote=harmless_vote, windows=lambda: []) is None
+
+    # a detector framing lifts as before: its harm, quoted in one sentence, is what it detects
+    def never_asked():
+        raise AssertionError("the parts are read only when a lift without detector framing is weighed")
+
+    assert review_head.combine(rule, rule, sure, True, params, windows=never_asked) is None
+    # no lift in view: the parts are not read
+    assert review_head.combine(None, None, sure, False, params, vote=harmless_vote, windows=never_asked) is None
+
+
+def test_the_parts_of_a_request_are_pairs_of_its_sentences():
+    from services.task import rules
+
+    assert len(rules.review_windows("Predict churn from the usage table.")) == 1
+    parts = rules.review_windows("- Data: loans, CSV\n- Add the surname as a feature\n- Recall at least 0.75")
+    assert len(parts) == 2 and "surname" in parts[0] and "surname" in parts[1]
+
+
 PLAIN_LATENCY_REQUESTS = [
     # not a latency, but the same trap: a bare column request whose nearest labelled neighbours are aura colours
     "Predict the `colour` column",
