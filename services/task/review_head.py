@@ -108,6 +108,10 @@ class HeadParams:
 # add_p 0.8 -> 0.85: "Predict the `colour` column" (p 0.81). Session 6: that request's p(infeasible) rose to 0.86
 # once more aura-colour requests were learnt (a fresh-clone make test caught it again); the head alone calls a
 # request impossible at 0.9: replay mistakes 84 -> 82, look-alikes refused 48 -> 46, infeasible 0.966 unchanged.
+# Session 7: a lift by vote and head is held back when a part of the request read alone leans harmful (window_guard_p
+# 0.5). Replay of 16 first contacts (2,792 requests): unethical missed 21 -> 20, nothing else changes at any guard
+# from 0.3 to 0.8. A refusal added from a part alone (a part at p >= 0.8-0.95, the whole at p >= 0-0.4) caught no
+# missed unethical request and refused 0-5 more look-alikes and plain requests: not adopted.
 PARAMS_EN = HeadParams(mode="union", add_p=0.85, add_p_infeasible=0.9, clear_p=0.6, c=16.0, veto_p=0.8,
                        agree_share=0.6, agree_p=0.6, lift_share=0.9, lift_p=0.9, window_guard_p=0.5)
 # Session 5, replaying first contact: eight sets (fresh7, tuning3_en/zh, fresh8, fresh9, tuning4_en/zh, fresh10; 1,400
