@@ -52,6 +52,7 @@ FIRST_CONTACT = {
     "fresh12": "e2368a8",
     "tuning10": "6c1018b",
     "tuning11": "6c1018b",
+    "tuning12": "52f02a5",
 }
 
 _RULES_AT = """

@@ -315,6 +315,10 @@ _REPLACEMENTS: list[tuple[re.Pattern[str], object]] = [
      lambda m: _fmt(1000.0 * _FRACTION_COUNT.get((m.group(1) or "a").lower(), 1) / _FRACTIONS[m.group(2).lower()])
      + " ms"),
     (re.compile(r"\bhalf a day\b", _FLAGS), "12 hours"),
+    # sizes: "half a gigabyte", "a gigabyte", "a quarter of a gigabyte"
+    (re.compile(r"\bhalf an? (gigabyte|gig|terabyte|megabyte)\b", _FLAGS), lambda m: f"0.5 {m.group(1)}"),
+    (re.compile(r"\b(?:a )?quarter of an? (gigabyte|gig|terabyte|megabyte)\b", _FLAGS), lambda m: f"0.25 {m.group(1)}"),
+    (re.compile(r"\b(?:a|one) (gigabyte|terabyte)\b", _FLAGS), r"1 \1"),
     (re.compile(r"\bsub-?second\b", _FLAGS), "under 1 second"),
     (re.compile(r"\bsub-(\d)", _FLAGS), r"under \1"),
     (re.compile(rf"\b({_EN_WORD}) and a half (hours?|minutes?|seconds?|days?)\b", _FLAGS),
