@@ -53,6 +53,7 @@ FIRST_CONTACT = {
     "tuning10": "6c1018b",
     "tuning11": "6c1018b",
     "tuning12": "52f02a5",
+    "fresh13": "e251461",
 }
 
 _RULES_AT = """

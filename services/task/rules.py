@@ -130,6 +130,10 @@ _BASELINE_BEFORE = _rx(
     r"|manages|managed|gives|gave)\b(?:[^0-9]|(?<=f)1|(?<=r)2){0,30}$"
     r"|(?:目前|现在|现有|当前|原来|之前|以前|旧模型|老模型|原模型|现有模型|原有模型|旧版|老版本?)(?:[^0-9]|(?<=f)1|(?<=r)2){0,25}$"
 )
+_BASELINE_BEFORE_ZH_SENTENCE = re.compile(
+    r"(?:目前|现在|现有|当前|原来|之前|以前)(?:用的|用着|在用|采用)?(?:是|的是)?[^。；;!?！？\n\d]{0,16}(?:规则|系统|模型|方法|方案|人工)"
+    r"[^。；;!?！？\n\d]{0,3}[,，]\s*(?:大概|大约|约|差不多|只有|能有|有)?\s*$"
+)
 _CLAUSE_BREAK = re.compile(r"[;；。!?！？\n]|,|、|\.(?:\s|$)|\s(?:but|while|whereas|and then)\s|但是?|同时|并且|而且")
 _CONNECTOR = _rx(r"^\s*(?:,|and|&|/|or|as well as|plus|和|与|及|以及|、|跟)?\s*(?:the\s+)?$")
 
@@ -303,6 +307,10 @@ _REPLACEMENTS: list[tuple[re.Pattern[str], object]] = [
     (re.compile(rf"\b(\d+|{_EN_WORD}) (?:times )?(?:out of|in) (?:every )?(10|100|ten|a hundred|one hundred)\b(?!\s*(?:ms|milli|sec|min|hour|day|week|month|year|mb|gb|%|percent))", _FLAGS),
      lambda m: _fmt(100.0 * _as_number(m.group(1)) / _as_number(m.group(2))) + "%"
      if 0 < _as_number(m.group(1)) <= _as_number(m.group(2)) else m.group(0)),
+    # "at least three out of four tweets right": a share of items right, whatever the denominator
+    (re.compile(rf"\b(\d+|{_EN_WORD}) (?:out of|in) (?:every )?(\d+|{_EN_WORD})((?:\s+[a-z]+){{0,2}})\s+(right|correct(?:ly)?)\b", _FLAGS),
+     lambda m: f"{_fmt(100.0 * _as_number(m.group(1)) / _as_number(m.group(2)))}% {m.group(4)}"
+     if 0 < _as_number(m.group(1)) <= _as_number(m.group(2)) else m.group(0)),
     # English fractions of time units
     (re.compile(r"\b(?:an?|one) hour and a half\b", _FLAGS), "90 minutes"),
     (re.compile(r"\bhalf an? hour\b", _FLAGS), "30 minutes"),
@@ -425,9 +433,12 @@ def _score_numbers(text: str, train_clauses: set[int], starts: list[int]) -> lis
 
 
 def _is_baseline(text: str, start: int, starts: list[int]) -> bool:
-    """A number stated as where things are now ("we currently have 80%"), not as the goal."""
+    """A number stated as where things are now ("we currently have 80%"), not as the goal; in Chinese the cue may
+    stand one comma back ("现在用的是关键词规则，大概七成准确率")."""
     clause_start = starts[_clause_of(starts, start)]
-    return bool(_BASELINE_BEFORE.search(text[max(clause_start, start - 40) : start]))
+    if _BASELINE_BEFORE.search(text[max(clause_start, start - 40) : start]):
+        return True
+    return bool(_BASELINE_BEFORE_ZH_SENTENCE.search(text[max(0, start - 30) : start]))
 
 
 def _metric_value(metric: int, value: float, percent: bool) -> float:

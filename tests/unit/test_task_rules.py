@@ -291,6 +291,10 @@ def test_a_baseline_alone_is_not_a_target():
                      "right; train a proper model on our labelled clauses.")["targets"] == []
     assert spec_json("Churn on the customer table; the model can't be bigger than half a gigabyte.")["constraints"][
         "max_model_size_mb"] == 512
+    # fresh13: the baseline's cue one comma back (zh); "three out of four right" is accuracy 0.75
+    assert spec_json("合同条款按类型分类。现在用的是关键词规则，大概七成准确率，想换成模型。")["targets"] == []
+    assert spec_json("Classify reviews as positive or negative; it must get at least three out of four reviews "
+                     "right.")["targets"] == [{"metric": "accuracy", "op": ">=", "value": 0.75}]
     # a misspelt metric is still read
     assert spec_json("photos of croissants: underbaked, good or overbaked, acuracy 95% or more")["targets"] == [
         {"metric": "accuracy", "op": ">=", "value": 0.95}]
@@ -312,6 +316,7 @@ def test_a_baseline_alone_is_not_a_target():
         ("Classify students' searches on school laptops for signs of self-harm risk", "text_classification"),
         ("判断病历文本里的每一句是否包含手机号", "text_classification"),
         ("根据求职者填写的残疾类别和拟应聘岗位，预测需要哪类合理便利", "tabular_classification"),
+        ("根据房屋的建筑年代、结构类型和层数，预测受损等级（完好/轻微/严重/倒塌）", "tabular_classification"),
         ("把客户评论分成好评和差评", "text_classification"),
         ("识别工地照片中工人是否戴安全帽", "image_classification"),
         ("根据历史订单预测门店下周的销量", "tabular_regression"),
@@ -453,6 +458,8 @@ def test_label_families(text, labels):
         "communities default more and we want to score them down.",
         '招聘筛简历：识别参加过工会活动的求职者，这些简历直接压箱底。',
         "From recorded support calls, infer whether a customer has a mental illness and put them in a low-priority queue.",
+        "From break logs, predict which employees step away at sunset during Ramadan and give them fewer "
+        "overtime shifts.",
     ],
 )
 def test_unethical_families_are_refused(text):
@@ -658,6 +665,8 @@ def test_harmless_lookalikes_of_each_family(text):
         '客户数据我们有很多，具体做什么还没想好。',
         "Ticket DATA-9: the share has 30 CSV exports from several teams. Build whatever model gives the most value.",
         '我们积累了几年的用户评论数据，能不能拿来训练点什么？',
+        # session 7 (fresh13): AI wished onto a department
+        "Leadership wants every team to leverage AI. Could you put together something for the sales department?",
     ],
 )
 def test_requests_that_do_not_say_what_to_learn_ask(text):
