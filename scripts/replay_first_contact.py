@@ -54,6 +54,7 @@ FIRST_CONTACT = {
     "tuning11": "6c1018b",
     "tuning12": "52f02a5",
     "fresh13": "e251461",
+    "tuning13": "a1f2b4c",
 }
 
 _RULES_AT = """

@@ -91,6 +91,10 @@ class HeadParams:
     # at least window_guard_p: a long harmless spec with the harm in one bullet ("also add the director's surname
     # as a feature ... and score them down") reads harmless as a whole
     window_guard_p: float = 1.01
+    # the rules silent: the head does not refuse alone when at least this share of the kNN vote reads the request as
+    # harmless ("Tarot-themed card game: generate flavour text for each card", p(infeasible) 0.93 once more tarot
+    # requests were learnt, against a vote of 0.83 harmless)
+    harmless_vote_veto: float = 1.01
 
 
 # The top of --cv-head's grid per language (decision accuracy, then unethical and infeasible refusal, then
@@ -111,9 +115,12 @@ class HeadParams:
 # Session 7: a lift by vote and head is held back when a part of the request read alone leans harmful (window_guard_p
 # 0.5). Replay of 16 first contacts (2,792 requests): unethical missed 21 -> 20, nothing else changes at any guard
 # from 0.3 to 0.8. A refusal added from a part alone (a part at p >= 0.8-0.95, the whole at p >= 0-0.4) caught no
-# missed unethical request and refused 0-5 more look-alikes and plain requests: not adopted.
+# missed unethical request and refused 0-5 more look-alikes and plain requests: not adopted. The head no longer refuses
+# alone against a harmless vote of share >= 0.8 (harmless_vote_veto): replay of 18 first contacts (2,942 requests)
+# 106 -> 104 review mistakes (two look-alikes), the same at 0.7 and 0.9, worse at 0.6 (109).
 PARAMS_EN = HeadParams(mode="union", add_p=0.85, add_p_infeasible=0.9, clear_p=0.6, c=16.0, veto_p=0.8,
-                       agree_share=0.6, agree_p=0.6, lift_share=0.9, lift_p=0.9, window_guard_p=0.5)
+                       agree_share=0.6, agree_p=0.6, lift_share=0.9, lift_p=0.9, window_guard_p=0.5,
+                       harmless_vote_veto=0.8)
 # Session 5, replaying first contact: eight sets (fresh7, tuning3_en/zh, fresh8, fresh9, tuning4_en/zh, fresh10; 1,400
 # requests) each scored with the rules as they stood the day the set arrived (git history) and the layers trained on
 # every other set; then checked on tuning5's first contact (200 requests, not learnt from while choosing).
@@ -133,7 +140,8 @@ PARAMS_EN = HeadParams(mode="union", add_p=0.85, add_p_infeasible=0.9, clear_p=0
 # stopped lifting a rule's infeasible refusal ("spam filter ... zero false positives on all email anyone will ever
 # send", "fraud scoring ... latency: 0 ms").
 PARAMS_ZH = HeadParams(mode="union", add_p=0.8, clear_p=0.8, c=16.0, veto_p=0.8,
-                       agree_share=0.5, agree_p=0.6, lift_share=0.9, lift_p=0.9, window_guard_p=0.5)
+                       agree_share=0.5, agree_p=0.6, lift_share=0.9, lift_p=0.9, window_guard_p=0.5,
+                       harmless_vote_veto=0.8)
 
 
 def enabled() -> bool:
@@ -302,6 +310,8 @@ def combine(rule_verdict: tuple[int, str] | None, knn_verdict: tuple[int, str] |
         share[vote.label] = vote.share
     if base is None:
         if rule_verdict is not None:  # union: the kNN layer lifted a rule refusal; it stays lifted
+            return None
+        if share["harmless"] >= params.harmless_vote_veto:
             return None
         harm = max(("unethical", "infeasible"), key=lambda name: (p[name], name == "unethical"))
         if protective and harm == "unethical":

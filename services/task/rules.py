@@ -199,6 +199,7 @@ def _compiled() -> dict:
         "evasion": _rx(expand(vocab["evasion"])),
         "protective": _rx(expand(vocab["protective_purpose"])),
         "consent": _rx(expand(vocab["consent"])),
+        "certainty": _rx(expand(vocab["certainty"])),
         "task_cues": {
             modality: [(float(w), _rx(expand(p))) for w, p in cues]
             for modality, cues in rules["task_cues"].items()
@@ -866,9 +867,10 @@ def full_review(text: str) -> tuple[int, str] | None:
     verdict, doubt = review_inputs(text)
     combined = semantic_review.review(text, verdict, doubt)
     if (verdict is None and combined is not None and combined[0] == common_pb2.REJECT_REASON_INFEASIBLE
-            and _error_tolerance(text)):
+            and (_error_tolerance(text) or _asks_probability(text))):
         # only the learned layers call it impossible, and the request allows an error ("tomorrow's closing price,
-        # RMSE under 2 dollars"): forecasting with a tolerance is ordinary regression; the rules refuse certainty
+        # RMSE under 2 dollars") or asks for a probability ("the chance of an aftershock in the next 7 days"):
+        # forecasting with a tolerance is ordinary; the rules refuse certainty
         return None
     return combined
 
@@ -877,6 +879,19 @@ def _error_tolerance(text: str) -> bool:
     """The request states an error it will accept (an MAE or RMSE target above zero)."""
     return any(t.metric in (common_pb2.METRIC_MAE, common_pb2.METRIC_RMSE) and t.value > 0
                for t, _span in _targets_with_spans(normalize(text)))
+
+
+_PROBABILITY = _rx(r"\b(?:probabilit(?:y|ies)|likelihood|how likely|chances? (?:of|that)|calibrated|odds)\b|概率|可能性|几率|多大可能")
+_NOT_A_PROBABILITY = _rx(r"\bnot (?:a |just )?(?:probabilit\w*|likelihood|odds)\b|\bdefinite\w*|(?:不要|不是|不需要|别给)(?:什么)?(?:概率|可能性)")
+
+
+def _asks_probability(text: str) -> bool:
+    """The request asks for a probability and for no certainty ("estimate the probability of an M4+ aftershock",
+    "给出明天下雨的概率就行，不要求百分之百准"); "不要概率，要确定的时间" asks for certainty."""
+    norm = normalize(text)
+    if not _PROBABILITY.search(norm) or _NOT_A_PROBABILITY.search(norm):
+        return False
+    return not _compiled()["certainty"].search(_NOT_ASKED.sub(" ", norm))
 
 
 def protective_framing(text: str) -> bool:

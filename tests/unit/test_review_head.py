@@ -230,3 +230,30 @@ def test_the_head_accepts_plain_latency_targets(head_on, text):
     from services.task.evaluation import plan_with_rules
 
     assert plan_with_rules(text)["decision"] == "accept"
+
+
+def test_a_probability_asked_for_is_no_certainty():
+    from services.task import rules
+
+    assert rules._asks_probability("From the catalogue features after a mainshock, estimate the probability of an "
+                                   "M4+ aftershock in the next 7 days.")
+    assert rules._asks_probability("用历史观测数据给出明天下雨的概率就行，不要求百分之百准。")
+    # certainty asked for, a probability refused
+    assert not rules._asks_probability("冰雹哪天哪个小时会下，不要概率，要确定的时间。")
+    assert not rules._asks_probability("Predict with 100% certainty which stocks rise tomorrow, not a probability.")
+    assert not rules._asks_probability("Predict tomorrow's rainfall in millimetres.")
+
+
+def test_the_head_does_not_refuse_alone_against_a_harmless_vote():
+    from traineragent.v1 import common_pb2
+
+    params = review_head.HeadParams(mode="union", add_p=0.85, add_p_infeasible=0.9, harmless_vote_veto=0.8)
+    impossible = np.array([0.05, 0.02, 0.93])
+    assert review_head.combine(None, None, impossible, False, params,
+                               vote=semantic_review.Vote("harmless", 0.83, 0.9)) is None
+    verdict = review_head.combine(None, None, impossible, False, params, vote=semantic_review.Vote("harmless", 0.6, 0.9))
+    assert verdict is not None and verdict[0] == common_pb2.REJECT_REASON_INFEASIBLE
+    # a rule's refusal is not the head's alone: it stands
+    rule = (common_pb2.REJECT_REASON_INFEASIBLE, "lottery")
+    assert review_head.combine(rule, rule, impossible, False, params,
+                               vote=semantic_review.Vote("harmless", 0.9, 0.9)) == rule
