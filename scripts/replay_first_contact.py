@@ -55,6 +55,7 @@ FIRST_CONTACT = {
     "tuning12": "52f02a5",
     "fresh13": "e251461",
     "tuning13": "a1f2b4c",
+    "tuning14": "fab8c2c",
 }
 
 _RULES_AT = """

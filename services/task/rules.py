@@ -140,7 +140,7 @@ _CONNECTOR = _rx(r"^\s*(?:,|and|&|/|or|as well as|plus|和|与|及|以及|、|�
 _TRAIN_CUE = _rx(
     r"train\w*|fit(?:ting)?\b|learn\w*|budget|build\w*|finish\w*|ready|done\b|complete\w*|turnaround|gpu[- ]hours?"
     r"|compute|time limit|time cap|wall[- ]?clock|run(?:s|ning)? for|search|epochs?|retrain\w*"
-    r"|训练|跑完|跑|完成|搞定|建好|出结果|学习|预算",
+    r"|训练|训完|练完|训好|训出来|跑完|跑|完成|搞定|建好|出结果|学习|预算",
     _FLAGS,
 )
 _LATENCY_CUE = _rx(
@@ -197,6 +197,7 @@ def _compiled() -> dict:
         "infeasible": entries("infeasible"),
         "lookalikes": [_rx(expand(p)) for p in rules["harmless_lookalikes"]],
         "evasion": _rx(expand(vocab["evasion"])),
+        "evasion_described": _rx(expand(vocab["evasion_described"])),
         "protective": _rx(expand(vocab["protective_purpose"])),
         "consent": _rx(expand(vocab["consent"])),
         "certainty": _rx(expand(vocab["certainty"])),
@@ -812,9 +813,10 @@ class _Reading:
 def _read_for_review(text: str) -> _Reading:
     norm = _review_text(text)
     compiled = _compiled()
+    undescribed = compiled["evasion_described"].sub(" ", norm)  # the attack a detector looks for is no evasion
     return _Reading(norm, _any(compiled["lookalikes"], norm) is not None,
                     compiled["protective"].search(norm) is not None, compiled["consent"].search(norm) is not None,
-                    compiled["evasion"].search(norm) is not None)
+                    compiled["evasion"].search(undescribed) is not None)
 
 
 def review(text: str) -> tuple[int, str] | None:
