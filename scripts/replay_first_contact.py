@@ -10,8 +10,8 @@ miss almost none, so the learned layers are barely tested where they matter.
 This script rebuilds the first contact: for each set of ``FIRST_CONTACT`` the rules (services/task/rules.py
 and its knowledge file) are checked out from git as they stood when the set arrived (a detached worktree
 under a temporary folder), and the learned layers are trained on every other learnable set. The review
-then combines them with the layers' code and thresholds as they stand now (semantic_review.layered),
-and the figures are printed per set and in all. The decision of an item the review
+then combines them with the layers' code and thresholds as they stand now (semantic_review.layered, then
+rules.unfounded_infeasible_dropped), and the figures are printed per set and in all. The decision of an item the review
 lets through comes from today's rules (accept / clarify), so only the review is replayed.
 
     .venv/bin/python scripts/replay_first_contact.py            # about 10 minutes on two cores
@@ -56,6 +56,7 @@ FIRST_CONTACT = {
     "fresh13": "e251461",
     "tuning13": "a1f2b4c",
     "tuning14": "fab8c2c",
+    "tuning15": "3f20d49",
 }
 
 _RULES_AT = """
@@ -111,7 +112,7 @@ def replay(sets: list[str], inputs: list[dict] | None = None) -> dict[str, dict]
     learned layers were given (rule verdict, framing, vote, head) and what they said, for --dump."""
     import build_review_bank as bank_script
 
-    from services.task import review_head, semantic_review, zh_review
+    from services.task import review_head, rules, semantic_review, zh_review
     from services.task.evaluation import TASK_SETS, load_set
 
     data = bank_script.head_data(TASK_SETS)
@@ -147,10 +148,10 @@ def replay(sets: list[str], inputs: list[dict] | None = None) -> dict[str, dict]
                     fold_head = heads["zh" if chinese else "en"]
                     head = (fold_head.predict(text), head_params)
                     windows = _window_opinions(text, fold_head) if inputs is not None else None
-                    verdicts[text] = semantic_review.layered(
+                    verdicts[text] = rules.unfounded_infeasible_dropped(text, rule_verdict, semantic_review.layered(
                         text, rule_verdict, protective, the_vote, params, head,
                         (lambda w=windows: w) if windows is not None else
-                        (lambda t=text, h=fold_head: _window_opinions(t, h)))
+                        (lambda t=text, h=fold_head: _window_opinions(t, h))))
                     if inputs is not None:
                         inputs.append({"set": name, "item": item, "rule_verdict": rule_verdict,
                                        "protective": protective, "vote": the_vote, "head": head[0],

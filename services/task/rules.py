@@ -131,8 +131,8 @@ _BASELINE_BEFORE = _rx(
     r"|(?:目前|现在|现有|当前|原来|之前|以前|旧模型|老模型|原模型|现有模型|原有模型|旧版|老版本?)(?:[^0-9]|(?<=f)1|(?<=r)2){0,25}$"
 )
 _BASELINE_BEFORE_ZH_SENTENCE = re.compile(
-    r"(?:目前|现在|现有|当前|原来|之前|以前)(?:用的|用着|在用|采用)?(?:是|的是)?[^。；;!?！？\n\d]{0,16}(?:规则|系统|模型|方法|方案|人工)"
-    r"[^。；;!?！？\n\d]{0,3}[,，]\s*(?:大概|大约|约|差不多|只有|能有|有)?\s*$"
+    r"(?:目前|现在|现有|当前|原来|之前|以前)(?:用的|用着|在用|采用|靠)?(?:是|的是)?[^。；;!?！？\n\d]{0,16}(?:规则|系统|模型|方法|方案|人工)"
+    r"[^。；;!?！？\n\d]{0,4}[,，]\s*(?:(?:准确率|正确率|精度|召回率|精确率|F1)值?(?:是|为|在|有)?)?\s*(?:大概|大约|约|差不多|只有|能有|有)?\s*$"
 )
 _CLAUSE_BREAK = re.compile(r"[;；。!?！？\n]|,|、|\.(?:\s|$)|\s(?:but|while|whereas|and then)\s|但是?|同时|并且|而且")
 _CONNECTOR = _rx(r"^\s*(?:,|and|&|/|or|as well as|plus|和|与|及|以及|、|跟)?\s*(?:the\s+)?$")
@@ -201,6 +201,7 @@ def _compiled() -> dict:
         "protective": _rx(expand(vocab["protective_purpose"])),
         "consent": _rx(expand(vocab["consent"])),
         "certainty": _rx(expand(vocab["certainty"])),
+        "impossibility_cue": _rx(expand(vocab["impossibility_cue"])),
         "task_cues": {
             modality: [(float(w), _rx(expand(p))) for w, p in cues]
             for modality, cues in rules["task_cues"].items()
@@ -353,6 +354,7 @@ _REPLACEMENTS: list[tuple[re.Pattern[str], object]] = [
     (re.compile(rf"([{_CN_NUM}]+|\d+)个半(小时|钟头)"),
      lambda m: _fmt((_cn_to_number(m.group(1)) if not m.group(1).isdigit() else float(m.group(1))) + 0.5) + "小时"),
     (re.compile(r"半个?(?:小时|钟头)"), "30分钟"),
+    (re.compile(r"半个?(?:GB|G|吉)(?![A-Za-z])", _FLAGS), "0.5GB"),
     (re.compile(r"半分钟"), "30秒"),
     (re.compile(r"半秒钟?"), "500毫秒"),
     (re.compile(r"半天"), "12小时"),
@@ -588,6 +590,7 @@ def _constraint_clause(text: str, start: int, end: int) -> tuple[int, int]:
 _DESCRIBES_DATA = _rx(
     r"\s*(?!(?:training|train|budget|limit|cap|timeout|time|latency|response|sla|max|maximum|window|run|turnaround"
     r"|deadline|job|search|fit)\b)[a-z]+")
+_DESCRIBES_DATA_ZH = re.compile(r"(?:长)?的?(?:窗口|时间窗|滑窗|片段|切片|音频|视频|短视频|录音|录像|语音|信号|波形|样本|间隔|数据)")
 _DATA_WINDOW = _rx(r"(?:近|最近|过去|前|未来|接下来|之后|\blast|\bpast|\bprevious|\bprior|\bnext|\bcoming|\bfollowing)\s*$")
 _EXPLICIT_TRAIN = _rx(r"\btrain\w*|\bfit(?:ting)?\b|\bepochs?\b|训练|调参")
 
@@ -619,6 +622,8 @@ def _constraints(text: str, targets_with_spans: list[tuple[common_pb2.Target, tu
         kind = unit.kind
         if _DESCRIBES_DATA.match(text, match.end()) and "-" in match.group(0):
             continue  # "30-second EEG epochs", "10-minute clips": what the data is, not a limit
+        if _DESCRIBES_DATA_ZH.match(text, match.end()):
+            continue  # "每行是一个2秒窗口的均值", "10秒的短视频": what the data is
         if kind == "seconds":
             cue = _nearest_cue(text, lo, hi, span, {"train": _TRAIN_CUE, "latency": _LATENCY_CUE})
             if cue == "train" and value <= 5 and not _EXPLICIT_TRAIN.search(clause):
@@ -867,14 +872,27 @@ def full_review(text: str) -> tuple[int, str] | None:
     if not semantic_review.enabled():
         return review(text)
     verdict, doubt = review_inputs(text)
-    combined = semantic_review.review(text, verdict, doubt)
-    if (verdict is None and combined is not None and combined[0] == common_pb2.REJECT_REASON_INFEASIBLE
-            and (_error_tolerance(text) or _asks_probability(text))):
-        # only the learned layers call it impossible, and the request allows an error ("tomorrow's closing price,
-        # RMSE under 2 dollars") or asks for a probability ("the chance of an aftershock in the next 7 days"):
-        # forecasting with a tolerance is ordinary; the rules refuse certainty
+    return unfounded_infeasible_dropped(text, verdict, semantic_review.review(text, verdict, doubt))
+
+
+def unfounded_infeasible_dropped(text: str, rule_verdict: tuple[int, str] | None,
+                                 combined: tuple[int, str] | None) -> tuple[int, str] | None:
+    """The review's verdict, less a refusal of infeasibility that only the learned layers make when the request
+    allows an error ("tomorrow's closing price, RMSE under 2 dollars") or asks for a probability ("the chance of an
+    aftershock in the next 7 days"), forecasting with a tolerance being ordinary (the rules refuse certainty), or
+    has no word of certainty, chance, the future, minds or the supernatural in it (English)."""
+    if (rule_verdict is None and combined is not None and combined[0] == common_pb2.REJECT_REASON_INFEASIBLE
+            and (_error_tolerance(text) or _asks_probability(text) or not _could_ask_the_impossible(text))):
         return None
     return combined
+
+
+def _could_ask_the_impossible(text: str) -> bool:
+    """The request has a word without which no request asks for the impossible (the knowledge file's
+    ``impossibility_cue``; English only: a Chinese request is always taken to have one)."""
+    from services.task import semantic_review
+
+    return semantic_review.is_chinese(text) or _compiled()["impossibility_cue"].search(normalize(text)) is not None
 
 
 def _error_tolerance(text: str) -> bool:

@@ -219,8 +219,15 @@ def save_embeddings(path: pathlib.Path = EMBEDDINGS_FILE) -> int:
 # --- the vote and the combination -----------------------------------------------------------------
 
 
+_LATIN = re.compile(r"[A-Za-z]")
+
+
 def is_chinese(text: str) -> bool:
-    return _HAN.search(text) is not None
+    """Read as Chinese: written in Chinese, English words mixed in or not ("帮我train一个model"); an English request
+    that names one thing in Chinese ("classify 微信 customer messages") is English (Han characters under a tenth of
+    its Latin letters)."""
+    han = len(_HAN.findall(text))
+    return han > 0 and han >= 0.1 * len(_LATIN.findall(text))
 
 
 def vote(text: str, bank: Bank | None = None, k: int = PARAMS.k, embedding: np.ndarray | None = None) -> Vote:

@@ -257,3 +257,23 @@ def test_the_head_does_not_refuse_alone_against_a_harmless_vote():
     rule = (common_pb2.REJECT_REASON_INFEASIBLE, "lottery")
     assert review_head.combine(rule, rule, impossible, False, params,
                                vote=semantic_review.Vote("harmless", 0.9, 0.9)) == rule
+
+
+def test_an_impossibility_needs_a_word_for_it():
+    """A refusal of infeasibility that only the learned layers make falls when the (English) request has no word of
+    certainty, chance, the future, minds or the supernatural: "tells if a pizza photo is burnt" had been refused at
+    similarity 0.51 to "any photo on the internet with 100% accuracy"."""
+    from services.task import rules
+    from traineragent.v1 import common_pb2
+
+    impossible = (common_pb2.REJECT_REASON_INFEASIBLE, "reads like requests no model can meet")
+    plain = "can u train smth that tells if a toast photo is burnt or not, got ~2k labelled pics"
+    assert rules.unfounded_infeasible_dropped(plain, None, impossible) is None
+    # a word of the impossible keeps it; so does a rule's own refusal, a Chinese request, and an unethical refusal
+    assert rules.unfounded_infeasible_dropped("Tell whether a toast photo shows a ghost", None, impossible) == impossible
+    assert rules.unfounded_infeasible_dropped("From a photo of the guest's palm, read their karmic debt", None,
+                                              impossible) == impossible
+    assert rules.unfounded_infeasible_dropped(plain, impossible, impossible) == impossible
+    assert rules.unfounded_infeasible_dropped("看吐司照片判断烤没烤焦", None, impossible) == impossible
+    unethical = (common_pb2.REJECT_REASON_UNETHICAL, "x")
+    assert rules.unfounded_infeasible_dropped(plain, None, unethical) == unethical

@@ -139,3 +139,10 @@ def test_a_match_forecast_without_certainty_is_not_refused(layer_on, text):
     """Once a known false refusal (the vote took it for the infeasible exemplars); the banks now hold
     forecasts with modest targets (tuning3_en, fresh7)."""
     assert rules.full_review(text) is None
+
+
+def test_an_english_request_naming_one_thing_in_chinese_is_english():
+    assert semantic_review.is_chinese("帮我train一个model，识别产线上的划痕")
+    assert semantic_review.is_chinese("用 orders.parquet 预测 delivery_days，特征用 distance、weight、carrier。")
+    assert not semantic_review.is_chinese("sort 淘宝 product reviews by topic: shipping, quality, price, other")
+    assert not semantic_review.is_chinese("Route support tickets into four queues")

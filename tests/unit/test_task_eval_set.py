@@ -75,9 +75,15 @@ def test_languages(halves, everything):
 
 
 def test_chinese_items_are_chinese(everything):
+    """A Chinese item is written in Chinese; an English one may name a product or a word in Chinese ("classify 微信
+    customer messages"), but its words are English."""
     for item in everything:
-        has_han = re.search(r"[\u4e00-\u9fff]", item["text"]) is not None
-        assert has_han == (item["lang"] == "zh"), item["id"]
+        han = len(re.findall(r"[\u4e00-\u9fff]", item["text"]))
+        latin = len(re.findall(r"[A-Za-z]", item["text"]))
+        if item["lang"] == "zh":
+            assert han > 0, item["id"]
+        else:
+            assert han <= 0.1 * latin, item["id"]
 
 
 def test_categories(halves, everything):

@@ -179,6 +179,10 @@ def test_two_metrics_share_or_split_their_numbers():
         ("classify frames, a tenth of a second per frame at most", "max_latency_ms", 100.0),
         # session 8 (tuning14): 训完
         ("识别图片，3小时内训完", "max_train_minutes", 180.0),
+        # session 8 (tuning15): half a gigabyte in Chinese; a window of the data is no latency
+        ("识别图片，模型不超过半个G", "max_model_size_mb", 512.0),
+        ("用特征表（每行是一个5秒窗口的统计量）判断动作类型，每次推理300微秒以内", "max_latency_ms", 0.3),
+        ("从10秒的短视频里识别是不是猫，单条推理不超过50毫秒", "max_latency_ms", 50.0),
     ],
 )
 def test_constraint_families(text, field, value):
@@ -300,6 +304,9 @@ def test_a_baseline_alone_is_not_a_target():
     # a misspelt metric is still read
     assert spec_json("photos of croissants: underbaked, good or overbaked, acuracy 95% or more")["targets"] == [
         {"metric": "accuracy", "op": ">=", "value": 0.95}]
+    # session 8 (tuning15): the baseline's metric named after the comma, the goal in the next clause (zh)
+    assert spec_json("根据订单表判断会不会退货。现在靠人工审核，准确率大概六成，希望模型能到八成五。")["targets"] == [
+        {"metric": "accuracy", "op": ">=", "value": 0.85}]
 
 @pytest.mark.parametrize(
     ("text", "task_type"),
@@ -358,6 +365,11 @@ def test_a_baseline_alone_is_not_a_target():
         ("ride duration in minutes from trip data, MAE under 3 min", "tabular_regression"),
         ("apartment rents from our listings table, R2 of at least 0.8", "tabular_regression"),
         ("pump failure within a week, yes or no, from the maintenance log table", "tabular_classification"),
+        # session 8 (tuning15): search terms are text; structured data turned into prose; rows put into categories
+        ("判断用户输入的搜索词属于哪个频道，准确率0.85+", "text_classification"),
+        ("Turn structured product specs into listing copy for our shop, under 1 GB", "text_generation"),
+        ("Put the rows of our payroll export (employee grade, hours, overtime) into risk categories: low, medium, high",
+         "tabular_classification"),
     ],
 )
 def test_task_type_families(text, task_type):
