@@ -57,6 +57,7 @@ FIRST_CONTACT = {
     "tuning13": "a1f2b4c",
     "tuning14": "fab8c2c",
     "tuning15": "3f20d49",
+    "tuning16": "9773b44",
 }
 
 _RULES_AT = """

@@ -370,6 +370,9 @@ def test_a_baseline_alone_is_not_a_target():
         ("Turn structured product specs into listing copy for our shop, under 1 GB", "text_generation"),
         ("Put the rows of our payroll export (employee grade, hours, overtime) into risk categories: low, medium, high",
          "tabular_classification"),
+        # session 8 (tuning16): the lines of a log are text
+        ("Sort entries from the nginx error logs into timeout, permission, upstream and other", "text_classification"),
+        ("把服务器日志的每一行分成磁盘、网络、权限和其他四类", "text_classification"),
     ],
 )
 def test_task_type_families(text, task_type):
