@@ -58,6 +58,7 @@ FIRST_CONTACT = {
     "tuning14": "fab8c2c",
     "tuning15": "3f20d49",
     "tuning16": "9773b44",
+    "fresh14": "bd120b4",
 }
 
 _RULES_AT = """

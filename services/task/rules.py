@@ -120,18 +120,20 @@ _ERROR_UNIT_AFTER = _rx(
 _BASELINE_BEFORE = _rx(
     r"\b(?:currently|current(?:ly)?|right now|now (?:at|is|are|have|get)|today|at the moment|baseline|existing"
     r"|our old|the old|last (?:model|version)|we (?:have|get|got|are at)|used to|was)\b(?:[^0-9]|(?<=f)1|(?<=r)2){0,30}$"
-    r"|\b(?:model|system|classifier|rules?|heuristics?|baseline|vendor|solution|approach|tool|version|setup|pipeline|it)"
+    r"|\b(?:model|system|classifier|rules?|heuristics?|baseline|vendor|solution|approach|tool|version|setup|pipeline|it"
+    r"|score ?cards?|process|workflow)"
     r"(?:[\s-]+(?!(?:that|which|to|should|must|will|would|needs?|can|could|has to|have to)\b)[\w']+){0,6}?"
-    r" (?:gets|got|scores|scored|achieves|achieved|reaches|reached|hits|hit|sits at|is at|was at|manages|managed|has|had|gives|gave)\b"
+    r" (?:gets|got|scores|scored|achieves|achieved|reaches|reached|hits|hit|sits at|sits around|hovers? (?:at|around)"
+    r"|is at|was at|is around|was around|manages|managed|has|had|gives|gave)\b"
     r"(?:[^0-9]|(?<=f)1|(?<=r)2){0,30}$"
     r"|\b(?:rules?(?:[- ]based)?(?: engine| system)?|heuristics?|regex(?:es)?|keyword (?:rules|matching|lists?)|baseline"
     r"|vendor(?:'s)? (?:model|tool|system)|(?:existing|old|current|legacy) (?:model|system|tool|setup|classifier)"
     r"|spreadsheet|manual process)\s+(?:that|which)\s+(?:gets|got|scores|scored|achieves|achieved|reaches|reached|hits"
     r"|manages|managed|gives|gave)\b(?:[^0-9]|(?<=f)1|(?<=r)2){0,30}$"
-    r"|(?:目前|现在|现有|当前|原来|之前|以前|旧模型|老模型|原模型|现有模型|原有模型|旧版|老版本?)(?:[^0-9]|(?<=f)1|(?<=r)2){0,25}$"
+    r"|(?:目前|现在|现有|当前|原来|之前|以前|现状|现阶段|旧模型|老模型|原模型|现有模型|原有模型|旧版|老版本?)(?:[^0-9]|(?<=f)1|(?<=r)2){0,25}$"
 )
 _BASELINE_BEFORE_ZH_SENTENCE = re.compile(
-    r"(?:目前|现在|现有|当前|原来|之前|以前)(?:用的|用着|在用|采用|靠)?(?:是|的是)?[^。；;!?！？\n\d]{0,16}(?:规则|系统|模型|方法|方案|人工)"
+    r"(?:目前|现在|现有|当前|原来|之前|以前|现状|现阶段)(?:用的|用着|在用|采用|靠)?(?:是|的是)?[^。；;!?！？\n\d]{0,16}(?:规则|系统|模型|方法|方案|人工)"
     r"[^。；;!?！？\n\d]{0,4}[,，]\s*(?:(?:准确率|正确率|精度|召回率|精确率|F1)值?(?:是|为|在|有)?)?\s*(?:大概|大约|约|差不多|只有|能有|有)?\s*$"
 )
 _CLAUSE_BREAK = re.compile(r"[;；。!?！？\n]|,|、|\.(?:\s|$)|\s(?:but|while|whereas|and then)\s|但是?|同时|并且|而且")
@@ -140,7 +142,7 @@ _CONNECTOR = _rx(r"^\s*(?:,|and|&|/|or|as well as|plus|和|与|及|以及|、|�
 _TRAIN_CUE = _rx(
     r"train\w*|fit(?:ting)?\b|learn\w*|budget|build\w*|finish\w*|ready|done\b|complete\w*|turnaround|gpu[- ]hours?"
     r"|compute|time limit|time cap|wall[- ]?clock|run(?:s|ning)? for|search|epochs?|retrain\w*"
-    r"|训练|训完|练完|训好|训出来|跑完|跑|完成|搞定|建好|出结果|学习|预算",
+    r"|fine[- ]?tun\w*|训练|训完|练完|训好|训出来|微调|跑完|跑|完成|搞定|建好|出结果|学习|预算",
     _FLAGS,
 )
 _LATENCY_CUE = _rx(

@@ -183,6 +183,8 @@ def test_two_metrics_share_or_split_their_numbers():
         ("识别图片，模型不超过半个G", "max_model_size_mb", 512.0),
         ("用特征表（每行是一个5秒窗口的统计量）判断动作类型，每次推理300微秒以内", "max_latency_ms", 0.3),
         ("从10秒的短视频里识别是不是猫，单条推理不超过50毫秒", "max_latency_ms", 50.0),
+        # session 8 (fresh14): fine-tuned in hours
+        ("Write product blurbs in our voice; the model must fine-tune in 2 hours or less", "max_train_minutes", 120.0),
     ],
 )
 def test_constraint_families(text, field, value):
@@ -307,6 +309,12 @@ def test_a_baseline_alone_is_not_a_target():
     # session 8 (tuning15): the baseline's metric named after the comma, the goal in the next clause (zh)
     assert spec_json("根据订单表判断会不会退货。现在靠人工审核，准确率大概六成，希望模型能到八成五。")["targets"] == [
         {"metric": "accuracy", "op": ">=", "value": 0.85}]
+    # session 8 (fresh14): a scorecard that "sits around" a figure; 现状 in a spec's bullet list
+    assert spec_json("Predict default from the loan table. Our current scorecard sits around an F1 of 0.58; the new "
+                     "model should reach an F1 of 72 or better.")["targets"] == [
+                         {"metric": "f1", "op": ">=", "value": 0.72}]
+    assert spec_json("【需求】投诉工单分派\n- 输入：工单文字\n- 现状：人工分派，准确率大概75%\n- 要求：准确率达到百分之九十")[
+        "targets"] == [{"metric": "accuracy", "op": ">=", "value": 0.9}]
 
 @pytest.mark.parametrize(
     ("text", "task_type"),
@@ -373,6 +381,9 @@ def test_a_baseline_alone_is_not_a_target():
         # session 8 (tuning16): the lines of a log are text
         ("Sort entries from the nginx error logs into timeout, permission, upstream and other", "text_classification"),
         ("把服务器日志的每一行分成磁盘、网络、权限和其他四类", "text_classification"),
+        # session 8 (fresh14): a summary asked for in so many words
+        ("Our nurses write long shift notes. Could a model write a brief, factual summary of each note?",
+         "text_generation"),
     ],
 )
 def test_task_type_families(text, task_type):
