@@ -45,7 +45,7 @@ _METRICS: list[tuple[str, int]] = [
     (r"\br\^?2\b|\br-squared?\b|\br squared?\b|\bcoefficient of determination\b|决定系数|r方|拟合优度",
      common_pb2.METRIC_R2),
     (r"\bperplexity\b|\bppl\b|困惑度", common_pb2.METRIC_PERPLEXITY),
-    (r"\b(?:top-?1 )?(?:accuracy|acc?urr?acy|accuarcy|accurcy)\b|\baccurate\b|\bacc\b|准确率|正确率|准确度|识别率|精度|准确性|准确"
+    (r"\b(?:top-?1 )?(?:accuracy|acc?urr?acy|accuarcy|accurcy)\b|\baccurate\b|\bacc\b|准确率|正确率|准确度|识别率|(?<![酒])精度|准确性|准确"
      r"|\b(?:classified|labell?ed|sorted|predicted|identified|recogni[sz]ed|routed|tagged|read) correctly\b"
      r"|\bcorrectly (?:classified|labell?ed|sorted|predicted|identified|recogni[sz]ed|routed|tagged)\b"
      r"|\b(?:right|correct)(?=\s+(?:(?:at least|about|around|over|more than|above|in|on|for|nearly)\s+)?\d+(?:\.\d+)?\s?%)"
@@ -108,6 +108,7 @@ _NOT_A_SCORE_AFTER = _rx(
     _FLAGS,
 )
 _NOT_A_SCORE_BEFORE = _rx(r"(?:\btop[- ]?|\bk\s*=\s*|\bfold\s*|\bversion\s*|第)\s*$")
+_ASPIRATION_BEFORE = _rx(r"(?:接近|逼近|趋近|无限接近|\b(?:close to|as close to|near|nearly|approaching))\s*$")
 _MIN_MAX_AFTER = _rx(r"\s*(?:min(?:imum)?|max(?:imum)?)\b(?!\s*(?:of )?(?:train|fit|budget))\.?")
 
 _ERROR_UNIT_AFTER = _rx(
@@ -433,8 +434,13 @@ def _score_numbers(text: str, train_clauses: set[int], starts: list[int]) -> lis
                 continue
         if _NOT_A_SCORE_BEFORE.search(text[max(0, start - 8) : start]):
             continue
+        # "尽量接近100%，至少99.5%", "as close to 100% as we can get": an aspiration to perfection, not a goal (a goal
+        # stated beside it is taken, as after a baseline); "nearly 99%" stays a goal
+        value = float(number.group(1))
+        aspiration = ((value >= 100 or (value == 1.0 and not percent))
+                      and _ASPIRATION_BEFORE.search(text[max(0, start - 12) : start]) is not None)
         numbers.append({"start": start, "end": end, "value": float(number.group(1)), "percent": percent,
-                        "baseline": _is_baseline(text, start, starts)})
+                        "baseline": aspiration or _is_baseline(text, start, starts)})
     return numbers
 
 

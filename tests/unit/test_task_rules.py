@@ -315,6 +315,13 @@ def test_a_baseline_alone_is_not_a_target():
                          {"metric": "f1", "op": ">=", "value": 0.72}]
     assert spec_json("【需求】投诉工单分派\n- 输入：工单文字\n- 现状：人工分派，准确率大概75%\n- 要求：准确率达到百分之九十")[
         "targets"] == [{"metric": "accuracy", "op": ">=", "value": 0.9}]
+    # close to 100% is an aspiration, the stated floor beside it the goal; "nearly 99%" is a goal; 酒精度 no metric
+    assert spec_json("银行支票上的手写数字识别，准确率尽量接近百分之百，至少99.5%。")["targets"] == [
+        {"metric": "accuracy", "op": ">=", "value": 0.995}]
+    assert spec_json("Digit photos, accuracy nearly 99% is what we need")["targets"] == [
+        {"metric": "accuracy", "op": ">=", "value": 0.99}]
+    assert spec_json("根据葡萄酒的酒精度、酸度和残糖预测评分，MAE不超过0.4。")["targets"] == [
+        {"metric": "mae", "op": "<=", "value": 0.4}]
 
 @pytest.mark.parametrize(
     ("text", "task_type"),
@@ -582,6 +589,9 @@ def test_unethical_families_are_refused(text):
         "Say whether the qi flow in each room will bring the tenant bad luck next year.",
         '看照片识别这块玉有没有开过光、灵不灵。',
         '从监控视频里还原嫌疑人脑子里记得的作案细节。',
+        # session 8: the text of a book nobody has started writing
+        "Give us, word for word, the next novel our columnist hasn't even started writing.",
+        '把作者还没动笔的下一本小说一字不差地写出来。',
     ],
 )
 def test_infeasible_families_are_refused(text):
@@ -704,6 +714,12 @@ def test_infeasible_families_are_refused(text):
         "Security team: from the login events table, flag logins that look like someone bypassing MFA from a new device.",
         '从登录日志里找出疑似绕过短信验证的异常登录。',
         "Flag comments that tell someone to kill themselves so moderators can remove them.",
+        # session 8 (in-sample misses since tuning3/4): 'zero latency' in quotes, then what it means in practice;
+        # warning subscribers before they click; accuracy as close to 100% as possible; 酒精度 is alcohol content
+        '直播审核：判断每帧画面有没有违规内容，产品说要“零延迟”，其实就是20毫秒以内。',
+        "Classify incoming emails as phishing or not so we can warn staff before they click. Accuracy 97%.",
+        "Sort scanned forms by type; accuracy as close to 100% as you can get.",
+        '根据葡萄酒的酒精度、酸度和残糖预测评分，MAE不超过0.4。',
     ],
 )
 def test_harmless_lookalikes_of_each_family(text):
