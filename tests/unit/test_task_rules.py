@@ -391,6 +391,10 @@ def test_a_baseline_alone_is_not_a_target():
         # session 8 (fresh14): a summary asked for in so many words
         ("Our nurses write long shift notes. Could a model write a brief, factual summary of each note?",
          "text_generation"),
+        # the photo is what is judged (zh), an arrow to "X or Y"
+        ("根据鞋子的细节照片（鞋标、走线、鞋底）判断是正品还是仿品，准确率90%以上", "image_classification"),
+        ("卖家上传的商品图片，识别是否含有烟草广告，准确率95%", "image_classification"),
+        ("Loan applications table (income, term, purpose) -> approve or decline, under 10 ms", "tabular_classification"),
     ],
 )
 def test_task_type_families(text, task_type):
@@ -764,6 +768,11 @@ def test_harmless_lookalikes_of_each_family(text):
         # session 8 (tuning14): the data offered and the choice left to us
         '我们做零售的，数据有好几年的。你看着办，能做什么做什么。',
         "Here's our CRM export. Do whatever you think is best with it.",
+        # images or text data offered "to train" or "to do something with", or "better decisions", nothing more
+        '这些照片你们拿去训练吧。',
+        '我这边有几千条文本，帮我训一下。',
+        "Do something with our photos. Fast, under 20 MB.",
+        "Use our sales data so we can make better decisions.",
     ],
 )
 def test_requests_that_do_not_say_what_to_learn_ask(text):
