@@ -59,6 +59,7 @@ FIRST_CONTACT = {
     "tuning15": "3f20d49",
     "tuning16": "9773b44",
     "fresh14": "bd120b4",
+    "tuning17": "b27d37c",
 }
 
 _RULES_AT = """

@@ -108,6 +108,18 @@ _NOT_A_SCORE_AFTER = _rx(
     _FLAGS,
 )
 _NOT_A_SCORE_BEFORE = _rx(r"(?:\btop[- ]?|\bk\s*=\s*|\bfold\s*|\bversion\s*|第)\s*$")
+# what others report, for reference: a competitor, a paper, a vendor's tool, last year's forecast
+_REFERENCE_BEFORE = _rx(
+    r"\b(?:competitors?(?:'s?)?|rivals?|papers?|stud(?:y|ies)|publications?|articles?|blog(?: posts?)?|benchmarks?"
+    r"|leaderboards?|literature|vendors?(?:'s)?|(?:previous|prior|old|existing|earlier) (?:model|study|system|version"
+    r"|approach|work|classifier|tool)(?:'s)?|last year'?s?|industry average|state[- ]of[- ]the[- ]art|sota|published)\b"
+    r"|同行|论文|文献|竞品|竞争对手|对手|友商|宣称|号称|声称|去年|上一版|上一代|人工预测|参考值|作为参考"
+)
+# words that make the number after a reference a requirement after all ("beat the previous model: F1 at least 0.9")
+_REQUIREMENT = _rx(
+    r"\b(?:at least|or (?:more|better|above|higher)|must|need\w*|require\w*|should|target\w*|goal|aim\w*|want\w*"
+    r"|minimum|no (?:less|lower|worse) than|beat\w*|exceed\w*|at most|under|below)\b|≥|>=|不低于|至少|要求|需要|达到|以上|超过"
+)
 _ASPIRATION_BEFORE = _rx(r"(?:接近|逼近|趋近|无限接近|\b(?:close to|as close to|near|nearly|approaching))\s*$")
 _MIN_MAX_AFTER = _rx(r"\s*(?:min(?:imum)?|max(?:imum)?)\b(?!\s*(?:of )?(?:train|fit|budget))\.?")
 
@@ -141,7 +153,7 @@ _CLAUSE_BREAK = re.compile(r"[;；。!?！？\n]|,|、|\.(?:\s|$)|\s(?:but|while
 _CONNECTOR = _rx(r"^\s*(?:,|and|&|/|or|as well as|plus|和|与|及|以及|、|跟)?\s*(?:the\s+)?$")
 
 _TRAIN_CUE = _rx(
-    r"train\w*|fit(?:ting)?\b|learn\w*|budget|build\w*|finish\w*|ready|done\b|complete\w*|turnaround|gpu[- ]hours?"
+    r"train\w*|fit(?:ting)?\b(?!\s+(?:in|on|into|within|inside)\b)|learn\w*|budget|build\w*|finish\w*|ready|done\b|complete\w*|turnaround|gpu[- ]hours?"
     r"|compute|time limit|time cap|wall[- ]?clock|run(?:s|ning)? for|search|epochs?|retrain\w*"
     r"|fine[- ]?tun\w*|训练|训完|练完|训好|训出来|微调|跑完|跑|完成|搞定|建好|出结果|学习|预算",
     _FLAGS,
@@ -445,10 +457,15 @@ def _score_numbers(text: str, train_clauses: set[int], starts: list[int]) -> lis
 
 
 def _is_baseline(text: str, start: int, starts: list[int]) -> bool:
-    """A number stated as where things are now ("we currently have 80%"), not as the goal; in Chinese the cue may
-    stand one comma back ("现在用的是关键词规则，大概七成准确率")."""
+    """A number stated as where things are now ("we currently have 80%"), or as what someone else reports ("a 2022
+    paper reports 97.3%", "同行报告里的MAE是18万"), not as the goal; in Chinese the cue may stand one comma back
+    ("现在用的是关键词规则，大概七成准确率")."""
     clause_start = starts[_clause_of(starts, start)]
     if _BASELINE_BEFORE.search(text[max(clause_start, start - 40) : start]):
+        return True
+    before = text[max(clause_start, start - 60) : start]
+    reference = _REFERENCE_BEFORE.search(before)
+    if reference and not _REQUIREMENT.search(before[reference.end() :]):
         return True
     return bool(_BASELINE_BEFORE_ZH_SENTENCE.search(text[max(0, start - 30) : start]))
 
@@ -478,6 +495,8 @@ def _targets_with_spans(text: str) -> list[tuple[common_pb2.Target, tuple[int, i
                 continue
             if num.get("error_only") and _metric not in (common_pb2.METRIC_MAE, common_pb2.METRIC_RMSE):
                 continue
+            if _metric in _FRACTION_METRICS and not num["percent"] and num["value"] > 100:
+                continue  # "a 2022 paper reports 97.3% accuracy": no share is above 100
             if num["start"] >= m_end:
                 between = (m_end, num["start"])
                 distance = num["start"] - m_end
@@ -598,9 +617,12 @@ def _constraint_clause(text: str, start: int, end: int) -> tuple[int, int]:
 _DESCRIBES_DATA = _rx(
     r"\s*(?!(?:training|train|budget|limit|cap|timeout|time|latency|response|sla|max|maximum|window|run|turnaround"
     r"|deadline|job|search|fit)\b)[a-z]+")
+_BASELINE_CLAUSE = _rx(r"\b(?:currently|current|today|right now|at the moment|existing|baseline|legacy|previous)\b"
+                       r"|目前|现在|现有|当前|原来|之前|以前|现状")
+_SAMPLING_BEFORE = _rx(r"(?:\b(?:every|once every|each)|每隔?|每一)\s*$")
 _DESCRIBES_DATA_ZH = re.compile(r"(?:长)?的?(?:窗口|时间窗|滑窗|片段|切片|音频|视频|短视频|录音|录像|语音|信号|波形|样本|间隔|数据)")
 _DATA_WINDOW = _rx(r"(?:近|最近|过去|前|未来|接下来|之后|\blast|\bpast|\bprevious|\bprior|\bnext|\bcoming|\bfollowing)\s*$")
-_EXPLICIT_TRAIN = _rx(r"\btrain\w*|\bfit(?:ting)?\b|\bepochs?\b|训练|调参")
+_EXPLICIT_TRAIN = _rx(r"\btrain\w*|\bfit(?:ting)?\b(?!\s+(?:in|on|into|within|inside)\b)|\bepochs?\b|训练|调参")
 
 
 def extract_constraints(text: str) -> common_pb2.Constraints:
@@ -632,6 +654,8 @@ def _constraints(text: str, targets_with_spans: list[tuple[common_pb2.Target, tu
             continue  # "30-second EEG epochs", "10-minute clips": what the data is, not a limit
         if _DESCRIBES_DATA_ZH.match(text, match.end()):
             continue  # "每行是一个2秒窗口的均值", "10秒的短视频": what the data is
+        if _SAMPLING_BEFORE.search(text[max(0, match.start() - 12) : match.start()]):
+            continue  # "a frame every 30 seconds", "每10秒采集一次": how often the data is sampled
         if kind == "seconds":
             cue = _nearest_cue(text, lo, hi, span, {"train": _TRAIN_CUE, "latency": _LATENCY_CUE})
             if cue == "train" and value <= 5 and not _EXPLICIT_TRAIN.search(clause):
@@ -662,6 +686,8 @@ def _constraints(text: str, targets_with_spans: list[tuple[common_pb2.Target, tu
         priority = 0
         if kind == "latency" and re.search(r"\bp9[59]\b|p95", clause, _FLAGS):
             priority = -1 if re.search(r"\bp95\b", clause, _FLAGS) else 0
+        if _BASELINE_CLAUSE.search(text[lo : match.start()]) and not _REQUIREMENT.search(clause):
+            priority = 1  # "the current classifier gets 91.4% at 120 ms; ... latency under 40 ms": today's figure
         found[kind].append((priority, round(value, 6)))
     if found["latency"]:
         constraints.max_latency_ms = min(found["latency"], key=lambda p: p[0])[1]

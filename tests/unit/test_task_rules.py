@@ -183,6 +183,13 @@ def test_two_metrics_share_or_split_their_numbers():
         ("识别图片，模型不超过半个G", "max_model_size_mb", 512.0),
         ("用特征表（每行是一个5秒窗口的统计量）判断动作类型，每次推理300微秒以内", "max_latency_ms", 0.3),
         ("从10秒的短视频里识别是不是猫，单条推理不超过50毫秒", "max_latency_ms", 50.0),
+        # session 8 (tuning17): a sampling interval is no limit; today's latency yields to the one asked for; a model
+        # that must "fit in" a size is not trained in seconds
+        ("Classify sky-camera frames (one every 20 seconds) as cloudy or clear, answering under 30 ms", "max_latency_ms",
+         30.0),
+        ("The current intent classifier answers in 150 ms. Classify intents with latency under 25 ms.",
+         "max_latency_ms", 25.0),
+        ("Draft replies in our tone; it must answer in under 2 seconds and fit in 1 GB.", "max_latency_ms", 2000.0),
         # session 8 (fresh14): fine-tuned in hours
         ("Write product blurbs in our voice; the model must fine-tune in 2 hours or less", "max_train_minutes", 120.0),
     ],
@@ -322,6 +329,20 @@ def test_a_baseline_alone_is_not_a_target():
         {"metric": "accuracy", "op": ">=", "value": 0.99}]
     assert spec_json("根据葡萄酒的酒精度、酸度和残糖预测评分，MAE不超过0.4。")["targets"] == [
         {"metric": "mae", "op": "<=", "value": 0.4}]
+    # session 8 (tuning17): what others report is a reference, not a goal (a competitor, a paper, a vendor's tool,
+    # last year's forecast), unless the request makes it one; a year is no share
+    assert spec_json("Predict crop yield from the soil table. A rival firm claims an R2 of 0.93; we need an R2 of at "
+                     "least 0.7.")["targets"] == [{"metric": "r2", "op": ">=", "value": 0.7}]
+    assert spec_json("Sort tickets into 5 queues. The vendor tool we pay $2,000 a month for gets 81% accuracy. "
+                     "Requirement: F1 of at least 0.85.")["targets"] == [{"metric": "f1", "op": ">=", "value": 0.85}]
+    assert spec_json("Classify wafer images as ok or defective. A 2021 paper reports 96.1% accuracy on similar data. "
+                     "We need recall of 0.9 or more.")["targets"] == [{"metric": "recall", "op": ">=", "value": 0.9}]
+    assert spec_json("预测用电负荷。去年人工预测的RMSE是210，我们要求RMSE不超过150。")["targets"] == [
+        {"metric": "rmse", "op": "<=", "value": 150.0}]
+    assert spec_json("识别肺部CT结节的良恶性。国外竞品宣称准确率97%，我们要求准确率不低于92%。")["targets"] == [
+        {"metric": "accuracy", "op": ">=", "value": 0.92}]
+    assert spec_json("Route chats to 6 intents; the new model must beat the previous model: F1 at least 0.88.")[
+        "targets"] == [{"metric": "f1", "op": ">=", "value": 0.88}]
 
 @pytest.mark.parametrize(
     ("text", "task_type"),
@@ -773,6 +794,8 @@ def test_harmless_lookalikes_of_each_family(text):
         '我这边有几千条文本，帮我训一下。',
         "Do something with our photos. Fast, under 20 MB.",
         "Use our sales data so we can make better decisions.",
+        # session 8 (tuning17): data attached, "train a model", only a target
+        '数据在附件里（三个表格），帮我训练个模型，准确率90%以上。',
     ],
 )
 def test_requests_that_do_not_say_what_to_learn_ask(text):
