@@ -14,7 +14,7 @@ then combines them with the layers' code and thresholds as they stand now (seman
 rules.unfounded_infeasible_dropped), and the figures are printed per set and in all. The decision of an item the review
 lets through comes from today's rules (accept / clarify), so only the review is replayed.
 
-    .venv/bin/python scripts/replay_first_contact.py            # about 10 minutes on two cores
+    .venv/bin/python scripts/replay_first_contact.py            # about 15 minutes on two cores (25 sets)
 
 It needs the git history (a shallow clone has none of these commits). It builds nothing and writes
 nothing in the repository.
