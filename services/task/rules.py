@@ -451,7 +451,7 @@ def _score_numbers(text: str, train_clauses: set[int], starts: list[int]) -> lis
         value = float(number.group(1))
         aspiration = ((value >= 100 or (value == 1.0 and not percent))
                       and _ASPIRATION_BEFORE.search(text[max(0, start - 12) : start]) is not None)
-        numbers.append({"start": start, "end": end, "value": float(number.group(1)), "percent": percent,
+        numbers.append({"start": start, "end": end, "value": value, "percent": percent,
                         "baseline": aspiration or _is_baseline(text, start, starts)})
     return numbers
 
