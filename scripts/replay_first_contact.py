@@ -60,6 +60,7 @@ FIRST_CONTACT = {
     "tuning16": "9773b44",
     "fresh14": "bd120b4",
     "tuning17": "b27d37c",
+    "fresh15": "f3a9f5c",
 }
 
 _RULES_AT = """

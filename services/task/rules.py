@@ -166,7 +166,7 @@ _LATENCY_CUE = _rx(
     _FLAGS,
 )
 _DATA_CUE = _rx(
-    r"\bdata\w*|\bfiles?\b|\bcsv\b|\bupload\w*|\barchive|\bzip\b|\bcorpus|\bimages? total|\bfolders?\b|\bdirector(?:y|ies)\b"
+    r"\bdata\w*|(?<!model )(?<!weights )(?<!onnx )\bfiles?\b|\bcsv\b|\bupload\w*|\barchive|\bzip\b|\bcorpus|\bimages? total|\bfolders?\b|\bdirector(?:y|ies)\b"
     r"|\bcollection\b|\bdump\b|\bof (?:images|photos|scans|logs|text|records)\b|数据|(?<!模型)文件|语料|上传|文件夹|图片集",
     _FLAGS,
 )

@@ -192,6 +192,9 @@ def test_two_metrics_share_or_split_their_numbers():
         ("Draft replies in our tone; it must answer in under 2 seconds and fit in 1 GB.", "max_latency_ms", 2000.0),
         # session 8 (fresh14): fine-tuned in hours
         ("Write product blurbs in our voice; the model must fine-tune in 2 hours or less", "max_train_minutes", 120.0),
+        # session 9 (fresh15): a model file is the model, not the data
+        ("Classify chest X-rays. The model file can be no bigger than 1 GB because of PACS limits.",
+         "max_model_size_mb", 1024.0),
     ],
 )
 def test_constraint_families(text, field, value):
@@ -421,6 +424,13 @@ def test_references_baselines_and_aspirations_are_not_targets(text, targets):
         ("根据鞋子的细节照片（鞋标、走线、鞋底）判断是正品还是仿品，准确率90%以上", "image_classification"),
         ("卖家上传的商品图片，识别是否含有烟草广告，准确率95%", "image_classification"),
         ("Loan applications table (income, term, purpose) -> approve or decline, under 10 ms", "tabular_classification"),
+        # session 9 (fresh15): 预估 says what to learn; a photo snapped of the thing judged; a lead paragraph written
+        # in the newsroom's style
+        ("二手房成交价预估，特征有建筑面积、楼层、房龄、小区均价。平均绝对误差要小于5万元。", "tabular_regression"),
+        ("车险定损金额预估：输入是车型、车龄、受损部位、工时，输出金额。MAE控制在500元以内。", "tabular_regression"),
+        ("an app where you snap a mushroom and it tells you if it's a chanterelle, porcini or morel",
+         "image_classification"),
+        ("根据新闻稿自动写一段五十字左右的导语，风格要和编辑部以前写的一致", "text_generation"),
     ],
 )
 def test_task_type_families(text, task_type):
