@@ -176,6 +176,8 @@ class Arrays:
     table_vague: np.ndarray
     metric_kind: np.ndarray  # -1 no deciding metric, TAB_C or TAB_R
     classify_intent: np.ndarray  # the reader never overrides these into generation
+    firm_writing: np.ndarray  # the reader never overrides the rules' generation read from a firm writing cue
+    kind_read: np.ndarray  # nor a table's kind the rules read from its metrics or from what is predicted
     refused: np.ndarray
     expected_type: np.ndarray  # -1 for clarify items
     expected_clarify: np.ndarray
@@ -195,6 +197,8 @@ def arrays(items: list[Item]) -> Arrays:
         np.array([i.rule.table_vague for i in items]),
         np.array([kind(i.rule.metrics) for i in items]),
         np.array([i.rule.classify_intent for i in items]),
+        np.array([i.rule.firm_writing for i in items]),
+        np.array([i.rule.kind_read for i in items]),
         np.array([i.refused for i in items]),
         np.array([TASK_TYPES.index(i.expected_type) if i.expected_type else -1 for i in items]),
         np.array([i.expected_decision == "clarify" for i in items]),
@@ -220,6 +224,8 @@ def apply(a: Arrays, p: np.ndarray | None, policy: Policy | str) -> tuple[np.nda
     t[fill], clarify[fill] = mine[fill], False
     over = free & (a.rule_type != UNSPEC) & (mine != a.rule_type) & (p_type >= policy.override_p)
     over &= ~((mine == GENERATION) & a.classify_intent)
+    over &= ~((a.rule_type == GENERATION) & a.firm_writing)  # task_reader._kept
+    over &= ~(np.isin(a.rule_type, (TAB_C, TAB_R)) & np.isin(mine, (TAB_C, TAB_R)) & a.kind_read)
     t[over] = mine[over]
     if policy.metrics_kind:
         changed = free & (t != a.rule_type) & ((t == TAB_C) | (t == TAB_R)) & (a.metric_kind >= 0)

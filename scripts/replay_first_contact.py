@@ -61,6 +61,8 @@ FIRST_CONTACT = {
     "fresh14": "bd120b4",
     "tuning17": "b27d37c",
     "fresh15": "f3a9f5c",
+    "tuning18": "4088967",
+    "tuning19": "4088967",
 }
 
 _RULES_AT = """

@@ -113,13 +113,31 @@ _REFERENCE_BEFORE = _rx(
     r"\b(?:competitors?(?:'s?)?|rivals?|papers?|stud(?:y|ies)|publications?|articles?|blog(?: posts?)?|benchmarks?"
     r"|leaderboards?|literature|vendors?(?:'s)?|(?:previous|prior|old|existing|earlier) (?:model|study|system|version"
     r"|approach|work|classifier|tool)(?:'s)?|last year'?s?|industry average|state[- ]of[- ]the[- ]art|sota|published)\b"
+    r"|\b(?:manual|human|hand-made|handmade)\s+(?:forecasts?|estimates?|guess\w*|predictions?|labell?ing|review\w*"
+    r"|process|classification|sorting|triage|checks?|inspection|grading|coding|routing)\b"
+    r"|\b(?:humans?|people|staff|experts?|specialists?|[a-z]+(?<!classifier)(?<!regressor)(?<!predictor)(?<!detector)"
+    r"(?<!transformer)(?<!encoder)(?<!tracker)(?:ist|ian|er|or)s?)(?:'s|s'|')\s+(?:own\s+|current\s+|usual\s+)?"
+    r"(?:guess\w*|estimat\w*|forecast\w*|predictions?|judg(?:e)?ments?)\b"
     r"|同行|论文|文献|竞品|竞争对手|对手|友商|宣称|号称|声称|去年|上一版|上一代|人工预测|参考值|作为参考"
+    r"|人工(?:估|判断|分类|审核|分拣|标注|识别|预估|检查|检测|质检)|凭经验|靠经验|经验估|目测|肉眼|老师傅"
 )
 # words that make the number after a reference a requirement after all ("beat the previous model: F1 at least 0.9")
 _REQUIREMENT = _rx(
     r"\b(?:at least|or (?:more|better|above|higher)|must|need\w*|require\w*|should|target\w*|goal|aim\w*|want\w*"
     r"|minimum|no (?:less|lower|worse) than|beat\w*|exceed\w*|at most|under|below)\b|≥|>=|不低于|至少|要求|需要|达到|以上|超过"
 )
+# between a number and a metric named in brackets after it: "45 kg on average (MAE)", "90% (precision)"
+_NAMES_THE_METRIC = re.compile(r"[^\d()\n。;；]{0,30}\(\s*")
+# a requirement, in the clause of a metric's figure: the goal, where a metric is read twice
+_GOAL = _rx(
+    r"\b(?:at least|at most|or (?:more|better|above|higher|less|lower|fewer|under|below)|must|need\w*|require\w*"
+    r"|should|target\w*|goal|aim\w*|want\w*|would like|'d like|hop(?:e|ing)|expect\w*|minimum|maximum"
+    r"|no (?:less|lower|worse|more|higher|worse) than|beat\w*|exceed\w*|under|below|above|within|up to)\b"
+    r"|≥|>=|≤|<=|<|>|不低于|不少于|不高于|不超过|至少|最少|最多|要求|需要|达到|以上|以内|以下|目标|希望|想要|争取|期望|必须|应该|应当")
+_BARE_SHARE = _rx(
+    r"(?:\b(?:reach|reaches|hit|achieve|attain|get to|gets to|be right|be correct)|达到|做到)\s*(?:at least\s+|about\s+"
+    r"|around\s+|roughly\s+|至少|大约|约)?(\d+(?:\.\d+)?)\s*%(?=\s*(?:or (?:more|better|higher|above)|以上|及以上|左右)?"
+    r"\s*(?:[.;,!?。；，！？]|$|\b(?:and|but)\b))")
 _ASPIRATION_BEFORE = _rx(r"(?:接近|逼近|趋近|无限接近|\b(?:close to|as close to|near|nearly|approaching))\s*$")
 _MIN_MAX_AFTER = _rx(r"\s*(?:min(?:imum)?|max(?:imum)?)\b(?!\s*(?:of )?(?:train|fit|budget))\.?")
 
@@ -134,11 +152,19 @@ _BASELINE_BEFORE = _rx(
     r"\b(?:currently|current(?:ly)?|right now|now (?:at|is|are|have|get)|today|at the moment|baseline|existing"
     r"|our old|the old|last (?:model|version)|we (?:have|get|got|are at)|used to|was)\b(?:[^0-9]|(?<=f)1|(?<=r)2){0,30}$"
     r"|\b(?:model|system|classifier|rules?|heuristics?|baseline|vendor|solution|approach|tool|version|setup|pipeline|it"
-    r"|score ?cards?|process|workflow)"
+    r"|score ?cards?|process|workflow|add-?on|plug-?in|service|software|product|api|app|platform|package|module)"
     r"(?:[\s-]+(?!(?:that|which|to|should|must|will|would|needs?|can|could|has to|have to)\b)[\w']+){0,6}?"
     r" (?:gets|got|scores|scored|achieves|achieved|reaches|reached|hits|hit|sits at|sits around|hovers? (?:at|around)"
     r"|is at|was at|is around|was around|manages|managed|has|had|gives|gave)\b"
     r"(?:[^0-9]|(?<=f)1|(?<=r)2){0,30}$"
+    r"|\b(?:humans?|people|staff|experts?|doctors?|physicians?|clinicians?|radiologists?|pathologists?|nurses?|analysts?"
+    r"|planners?|agents?|annotators?|reviewers?|graders?|inspectors?|dispatchers?|agronomists?|specialists?|teams?"
+    r"|colleagues?|employees?|workers?|operators?|technicians?|clerks?)"
+    r"(?:[\s-]+(?!(?:that|which|to|should|must|will|would|needs?|can|could|has to|have to)\b)[\w']+){0,3}?"
+    r" (?:get|gets|got|score|scores|scored|achieve|achieves|achieved|reach|reaches|reached|hit|hits|manage|manages"
+    r"|managed|catch|catches|caught|average|averages|are at|is at)\b(?:[^0-9]|(?<=f)1|(?<=r)2){0,30}$"
+    r"|\b(?:are|is|were|was|'re)\s+(?:usually |typically |often |generally |currently |still |always )?(?:off|out|wrong)"
+    r" by\b(?:[^0-9]){0,24}$"
     r"|\b(?:rules?(?:[- ]based)?(?: engine| system)?|heuristics?|regex(?:es)?|keyword (?:rules|matching|lists?)|baseline"
     r"|vendor(?:'s)? (?:model|tool|system)|(?:existing|old|current|legacy) (?:model|system|tool|setup|classifier)"
     r"|spreadsheet|manual process)\s+(?:that|which)\s+(?:gets|got|scores|scored|achieves|achieved|reaches|reached|hits"
@@ -146,9 +172,12 @@ _BASELINE_BEFORE = _rx(
     r"|(?:目前|现在|现有|当前|原来|之前|以前|现状|现阶段|旧模型|老模型|原模型|现有模型|原有模型|旧版|老版本?)(?:[^0-9]|(?<=f)1|(?<=r)2){0,25}$"
 )
 _BASELINE_BEFORE_ZH_SENTENCE = re.compile(
-    r"(?:目前|现在|现有|当前|原来|之前|以前|现状|现阶段)(?:用的|用着|在用|采用|靠)?(?:是|的是)?[^。；;!?！？\n\d]{0,16}(?:规则|系统|模型|方法|方案|人工)"
-    r"[^。；;!?！？\n\d]{0,4}[,，]\s*(?:(?:准确率|正确率|精度|召回率|精确率|F1)值?(?:是|为|在|有)?)?\s*(?:大概|大约|约|差不多|只有|能有|有)?\s*$"
+    r"(?:目前|现在|现有|当前|原来|之前|以前|现状|现阶段)(?:用的|用着|在用|采用|靠)?(?:是|的是)?[^。；;!?！？\n\d]{0,16}(?:规则|系统|模型|方法|方案|人工|接口|工具|产品|服务|软件|算法|外包|厂商|供应商"
+    r"|API|平台)[^。；;!?！？\n\d]{0,4}[,，]\s*(?:(?:准确率|正确率|精度|召回率|精确率|F1)值?(?:是|为|在|有)?)?\s*"
+    r"(?:大概|大约|约|差不多|只有|能有|有|才|仅|也就|才到|只到)?\s*(?:大概|大约|约|差不多)?\s*$"
 )
+_ONLY_BEFORE_ZH = re.compile(r"(?:才|只有|仅有|只能达到|只能到|只达到|只到|也就)\s*(?:大概|大约|约|差不多)?\s*$")
+_ONLY_IF_AFTER_ZH = re.compile(r"[^,，。；;!?！？\n]*(?:才|以上|及以上|起步)")
 _CLAUSE_BREAK = re.compile(r"[;；。!?！？\n]|,|、|\.(?:\s|$)|\s(?:but|while|whereas|and then)\s|但是?|同时|并且|而且")
 _CONNECTOR = _rx(r"^\s*(?:,|and|&|/|or|as well as|plus|和|与|及|以及|、|跟)?\s*(?:the\s+)?$")
 
@@ -217,6 +246,7 @@ def _compiled() -> dict:
         "consent": _rx(expand(vocab["consent"])),
         "certainty": _rx(expand(vocab["certainty"])),
         "impossibility_cue": _rx(expand(vocab["impossibility_cue"])),
+        "impossibility_cue_zh": _rx(expand(vocab["impossibility_cue_zh"])),
         "task_cues": {
             modality: [(float(w), _rx(expand(p))) for w, p in cues]
             for modality, cues in rules["task_cues"].items()
@@ -263,6 +293,17 @@ def _cn_to_number(s: str) -> float | None:
         else:
             return None
     return float(total + current)
+
+
+def _digits_or_cn(s: str) -> float:
+    """30 → 30, 三十 → 30 (0 where the characters are no number)."""
+    return float(s) if s.isdigit() else (_cn_to_number(s) or 0.0)
+
+
+def _cn_share(numerator: str, denominator: str, original: str) -> str:
+    """十次里对九次 → 准确率90% (left as written unless it is a share of at most one)."""
+    n, d = _digits_or_cn(numerator), _digits_or_cn(denominator)
+    return f"准确率{_fmt(round(100.0 * n / d, 4))}%" if 0 < n <= d else original
 
 
 def _fmt(value: float) -> str:
@@ -329,6 +370,21 @@ _REPLACEMENTS: list[tuple[re.Pattern[str], object]] = [
     (re.compile(rf"\b(\d+|{_EN_WORD}) (?:out of|in) (?:every )?(\d+|{_EN_WORD})((?:\s+[a-z]+){{0,2}})\s+(right|correct(?:ly)?)\b", _FLAGS),
      lambda m: f"{_fmt(100.0 * _as_number(m.group(1)) / _as_number(m.group(2)))}% {m.group(4)}"
      if 0 < _as_number(m.group(1)) <= _as_number(m.group(2)) else m.group(0)),
+    # "accuracy of three in four", "recall: 4 out of 5", "be right 3 times out of 4": a share after a metric or "right"
+    (re.compile(r"\b((?:accuracy|precision|recall|hit rate|right|correct(?:ly)?|accurate)(?:\s*:|\s+(?:of|at|is|be"
+                rf"|around|about|roughly|at least|above|over|in))*)\s+(\d+|{_EN_WORD}) (?:times )?(?:out of|in) (?:every )?"
+                rf"(\d+|{_EN_WORD})\b(?!\s*(?:ms|milli|sec|min|hour|day|week|month|year|mb|gb|%|percent))", _FLAGS),
+     lambda m: f"{m.group(1)} {_fmt(100.0 * _as_number(m.group(2)) / _as_number(m.group(3)))}%"
+     if 0 < _as_number(m.group(2)) <= _as_number(m.group(3)) else m.group(0)),
+    # "十次里对九次", "十次有九次判对", "每4个里至少对3个": a share of answers right, as an accuracy
+    (re.compile(rf"每?(\d+|[{_CN_NUM}]{{1,4}})(?:个|次|张|条|单|件|份|篇|例)?[\u4e00-\u9fff]{{0,3}}?(?:里面?|中间?|当中|之中|里头)"
+                rf"(?:要|能|得|需要|至少|起码|最少|有)*(?:判|猜|认|分|答|说|识别|预测)?(?:对|准|正确)了?"
+                rf"(\d+|[{_CN_NUM}]{{1,4}})(?:个|次|张|条|单|件|份|篇|例)?"),
+     lambda m: _cn_share(m.group(2), m.group(1), m.group(0))),
+    (re.compile(rf"每?(\d+|[{_CN_NUM}]{{1,4}})(?:个|次|张|条|单|件|份|篇|例)?[\u4e00-\u9fff]{{0,3}}?(?:里面?|中间?|当中|之中|里头)?"
+                rf"(?:要|能|得|需要|至少|起码|最少|有)*(\d+|[{_CN_NUM}]{{1,4}})(?:个|次|张|条|单|件|份|篇|例)"
+                r"(?:要|能|得|需要|是)*(?:判|猜|认|分|答|说|识别|预测)?(?:对|准|正确)(?:的)?"),
+     lambda m: _cn_share(m.group(2), m.group(1), m.group(0))),
     # English fractions of time units
     (re.compile(r"\b(?:an?|one) hour and a half\b", _FLAGS), "90 minutes"),
     (re.compile(r"\bhalf an? hour\b", _FLAGS), "30 minutes"),
@@ -373,11 +429,26 @@ _REPLACEMENTS: list[tuple[re.Pattern[str], object]] = [
     (re.compile(r"半分钟"), "30秒"),
     (re.compile(r"半秒钟?"), "500毫秒"),
     (re.compile(r"半天"), "12小时"),
+    # "误差不超过十五个车位", "控制在三单以内": a count after a limit word is a number, whatever it counts
+    (re.compile(rf"(不超过|不高于|不大于|不多于|小于|低于|少于|最多|至多|控制在|保持在|差在?|偏离)\s*([{_CN_NUM}]+)"
+                r"(?=个|件|台|辆|单|人|次|位|名|张|只|头|箱|包|瓶|套|份|元|块|公斤|斤|吨|度|例|篇|车|床|份)"),
+     lambda m: m.group(1) + (_fmt(v) if (v := _cn_to_number(m.group(2))) is not None else m.group(2))),
     (re.compile(rf"([{_CN_NUM}]+(?:点[{_CN_NUM}]+)?)(?=个?(?:小时|钟头|分钟|秒(?!杀)|毫秒|微秒|兆|天|类|种|万|千|G|M|%|人|名|位|辆|件|单|台))"),
      lambda m: _fmt(v) if (v := _cn_to_number(m.group(1))) is not None else m.group(1)),
     (re.compile(r"(\d+(?:\.\d+)?)\s*万"), lambda m: _fmt(float(m.group(1)) * 10000)),
     (re.compile(r"(\d+(?:\.\d+)?)\s*千(?!字节|克|米|瓦)"), lambda m: _fmt(float(m.group(1)) * 1000)),
     (re.compile(r"(\d+(?:\.\d+)?)个(小时|钟头)"), r"\1\2"),
+    # "recall九成以上" → "recall 90%以上": a metric's name glued to its figure
+    (re.compile(r"(?<![A-Za-z])(recall|precision|accuracy|acc|mae|rmse)(?=\d)", _FLAGS), r"\1 "),
+    # compound durations: "1h30m", "1h 30min", "2 hours 15 minutes", "1小时30分钟" → minutes; "1m30s", "1分30秒" → seconds
+    (re.compile(r"(?<![\w.])(\d+)\s*(?:h|hrs?|hours?)\s*(?:and\s+)?(\d{1,2})\s*(?:m|mins?|minutes?)(?![a-z])", _FLAGS),
+     lambda m: f"{int(m.group(1)) * 60 + int(m.group(2))} minutes"),
+    (re.compile(rf"(?<![\d.])(\d+)\s*(?:小时|钟头)\s*(?:零|又)?(\d{{1,2}}|[{_CN_NUM}]{{1,3}})\s*分(?:钟|鐘)?"),
+     lambda m: f"{int(m.group(1)) * 60 + int(_digits_or_cn(m.group(2)))}分钟"),
+    (re.compile(r"(?<![\w.])(\d+)\s*(?:m|mins?|minutes?)\s*(?:and\s+)?(\d{1,2})\s*(?:s|secs?|seconds?)(?![a-z])", _FLAGS),
+     lambda m: f"{int(m.group(1)) * 60 + int(m.group(2))} seconds"),
+    (re.compile(r"(?<![\d.])(\d+)\s*分钟?\s*(?:零|又)?(\d{1,2})\s*秒(?!杀)"),
+     lambda m: f"{int(m.group(1)) * 60 + int(m.group(2))}秒"),
 ]
 
 
@@ -467,7 +538,17 @@ def _is_baseline(text: str, start: int, starts: list[int]) -> bool:
     reference = _REFERENCE_BEFORE.search(before)
     if reference and not _REQUIREMENT.search(before[reference.end() :]):
         return True
+    if _ONLY_BEFORE_ZH.search(text[max(clause_start, start - 8) : start]) and not _ONLY_IF_AFTER_ZH.match(text, start):
+        return True  # "准确率才70%左右", "召回率只有六成": a figure found wanting (not "只有95%以上才能上线")
     return bool(_BASELINE_BEFORE_ZH_SENTENCE.search(text[max(0, start - 30) : start]))
+
+
+def _stated_as_goal(text: str, starts: list[int], mention: tuple[int, int, int], number: dict) -> bool:
+    """Whether the clauses of a metric and its number state a requirement ("at least", "we'd want", "不低于", "目标")."""
+    first = _clause_of(starts, min(mention[0], number["start"]))
+    last = _clause_of(starts, max(mention[0], number["start"]))
+    end = starts[last + 1] if last + 1 < len(starts) else len(text)
+    return _GOAL.search(text[starts[first] : end]) is not None
 
 
 def _metric_value(metric: int, value: float, percent: bool) -> float:
@@ -482,7 +563,7 @@ def _targets_with_spans(text: str) -> list[tuple[common_pb2.Target, tuple[int, i
     starts = _clause_bounds(text)
     mentions = _metric_mentions(text)
     if not mentions:
-        return []
+        return _bare_share_goal(text, starts)
     train_clauses = {
         _clause_of(starts, m.start()) for m in _TRAIN_CUE.finditer(text)
     }
@@ -506,6 +587,8 @@ def _targets_with_spans(text: str) -> list[tuple[common_pb2.Target, tuple[int, i
                 # "95% accuracy", "95%以上准确率": a number just before its metric; farther back, the
                 # number more likely belongs to the metric before it ("recall 95% and precision 80%").
                 distance = gap if gap <= 3 else gap + 15
+                if _NAMES_THE_METRIC.fullmatch(text, num["end"], m_start) and text[m_end : m_end + 3].strip()[:1] == ")":
+                    distance = -1  # "right nine times out of ten (precision)": the bracket names the metric
             if any(between[0] <= s < between[1] for s, _e, _m in mentions if s != m_start):
                 continue  # another metric stands between them
             if num["baseline"]:
@@ -552,23 +635,45 @@ def _targets_with_spans(text: str) -> list[tuple[common_pb2.Target, tuple[int, i
                 continue
             if metric in _FRACTION_METRICS and not num["percent"] and num["value"] > 1.0:
                 break
+            limit_clause = text[starts[clause + 1] : starts[clause + 2] if clause + 2 < len(starts) else len(text)]
+            if _UNIT_AFTER_RE.match(text, num["end"]) and (_LATENCY_CUE.search(limit_clause)
+                                                            or _TRAIN_CUE.search(limit_clause)):
+                continue  # "均方根误差要小，接口响应控制在0.2秒以内": a limit on the model's answer, not the error
             assigned[mi] = nj
             used.add(nj)
             break
-    out: list[tuple[common_pb2.Target, tuple[int, int]]] = []
-    seen: set[int] = set()
-    for mi, (m_start, m_end, metric) in enumerate(mentions):
-        if mi not in assigned or metric in seen:
-            continue
-        if numbers[assigned[mi]]["baseline"]:
+    # A metric read twice: the figure stated as the goal wins over one stated without ("a vendor's add-on gets an MAE
+    # of 35 ... we'd want an MAE of 25 or fewer", "准确率才70%左右。我们的目标是准确率不低于90%"); else the first.
+    chosen: dict[int, int] = {}
+    for mi, (_s, _e, metric) in enumerate(mentions):
+        if mi not in assigned or numbers[assigned[mi]]["baseline"]:
             continue  # today's figure is not a goal ("our current model gets 0.87; train a new one")
+        if metric not in chosen or (not _stated_as_goal(text, starts, mentions[chosen[metric]], numbers[assigned[chosen[
+                metric]]]) and _stated_as_goal(text, starts, mentions[mi], numbers[assigned[mi]])):
+            chosen[metric] = mi
+    out: list[tuple[common_pb2.Target, tuple[int, int]]] = []
+    for mi in sorted(chosen.values()):
+        m_start, m_end, metric = mentions[mi]
         num = numbers[assigned[mi]]
         value = _metric_value(metric, num["value"], num["percent"])
         op = "<=" if metric in _LOWER_IS_BETTER else ">="
-        seen.add(metric)
         span = (min(m_start, num["start"]), max(m_end, num["end"]))
         out.append((common_pb2.Target(metric=metric, op=op, value=round(value, 6)), span))
     return out
+
+
+def _bare_share_goal(text: str, starts: list[int]) -> list[tuple[common_pb2.Target, tuple[int, int]]]:
+    """"Our sorter gets 91% today; we want the model to reach 95%.": with no metric named anywhere, a share the model
+    is wanted to reach, standing alone at the end of its clause, is an accuracy."""
+    for match in _BARE_SHARE.finditer(text):
+        start = match.start(1)
+        if _is_baseline(text, start, starts) or not _GOAL.search(text, starts[_clause_of(starts, start)], start):
+            continue
+        value = float(match.group(1))
+        if 0 < value < 100:
+            target = common_pb2.Target(metric=common_pb2.METRIC_ACCURACY, op=">=", value=round(value / 100.0, 6))
+            return [(target, (match.start(), match.end()))]
+    return []
 
 
 def extract_targets(text: str) -> list[common_pb2.Target]:
@@ -621,8 +726,47 @@ _BASELINE_CLAUSE = _rx(r"\b(?:currently|current|today|right now|at the moment|ex
                        r"|目前|现在|现有|当前|原来|之前|以前|现状")
 _SAMPLING_BEFORE = _rx(r"(?:\b(?:every|once every|each)|每隔?|每一)\s*$")
 _DESCRIBES_DATA_ZH = re.compile(r"(?:长)?的?(?:窗口|时间窗|滑窗|片段|切片|音频|视频|短视频|录音|录像|语音|信号|波形|样本|间隔|数据)")
-_DATA_WINDOW = _rx(r"(?:近|最近|过去|前|未来|接下来|之后|\blast|\bpast|\bprevious|\bprior|\bnext|\bcoming|\bfollowing)\s*$")
+_DATA_WINDOW = _rx(r"(?:近|最近|过去|前|未来|接下来|之后|提前|\blast|\bpast|\bprevious|\bprior|\bnext|\bcoming|\bfollowing)\s*$")
+# a machine's memory ("8 GB RAM", "32GB内存的服务器", "显存12GB") is not the model's size, unless a limit is put on it
+_HARDWARE_MEMORY_AFTER = _rx(
+    r"\s*(?:of\s+)?(?:v?ram\b|ddr\d?\b|(?:gpu |video |graphics |system |unified |device )?memory\b|gpus?\b|graphics card"
+    r"|(?:的)?(?:内存|显存|运存|运行内存|显卡))")
+_HARDWARE_MEMORY_BEFORE = _rx(r"(?:\bv?ram\b|\bmemory\b|内存|显存|运存)\s*(?:of|is|:|只有|才|是|为|有)?\s*$")
+_SIZE_LIMIT_BEFORE = _rx(
+    r"\b(?:fits?|fitting|under|below|within|at most|max(?:imum)?|less than|no (?:more|bigger|larger) than|up to"
+    r"|cap(?:ped)?|limit(?:ed)?|budget|uses?|use at most|takes?|occup\w*|consum\w*)\b|<|≤"
+    r"|不超过|不能超过|别超过|小于|低于|不大于|最多|至多|控制在|限制|限定|占用|放进|放得下|装得下|装进|塞进")
+_SIZE_LIMIT_AFTER = _rx(r"[^,，;；。]{0,12}?(?:以内|以下|之内|or less|or under|max(?:imum)?\b|at most|tops\b)")
+# people doing the work by hand: the time they take is today's cost, not the model's latency
+_PERSON_DOES_IT = _rx(
+    r"手动|人工|手工|人手|肉眼|质检员|审核员|标注员|老师傅|\bby hand\b|\bmanual(?:ly)?\b"
+    r"|\b(?:our |the )?(?:staff|humans?|people|clerks?|agents?|reviewers?|annotators?|operators?|nurses?|doctors?"
+    r"|analysts?|employees?|colleagues?|team|dispatchers?|inspectors?)\b(?:[\s\w']{0,20}?)\b(?:takes?|took|spends?|spent"
+    r"|needs?|needed)\b")
+_TIME_LIMIT = _rx(
+    r"\b(?:within|under|below|less than|at most|max(?:imum)?|no more than|must|should|need\w*|requir\w*|has to|have to"
+    r"|target|goal|or less|or faster|at the latest)\b|<|≤|内|以下|超过|小于|低于|控制在|要求|需要|必须|最多|至多|最好|得|别|不要")
+_MODEL_IN_CLAUSE = _rx(r"\b(?:model|system|classifier|api|endpoint|service|inference|latency)\b|模型|系统|接口|推理|延迟|服务|响应"
+                       r"|生成|出结果|返回")
+_HORIZON_AFTER = _rx(r"\s*(?:ahead|in advance|into the future|from now|later|out)\b(?!\s+of\b)|(?:之后|以后|后)(?![台端续期])")
 _EXPLICIT_TRAIN = _rx(r"\btrain\w*|\bfit(?:ting)?\b(?!\s+(?:in|on|into|within|inside)\b)|\bepochs?\b|训练|调参")
+
+
+def _machine_memory(text: str, match: re.Match[str], lo: int, hi: int) -> bool:
+    """A size that is the memory of the machine the model runs on ("8 GB RAM", "32GB内存的服务器"), with no limit put on
+    it ("fit in 512 MB of RAM", "内存占用不超过500MB" are the model's)."""
+    before = text[max(lo, match.start() - 24) : match.start()]
+    return bool((_HARDWARE_MEMORY_AFTER.match(text, match.end()) or _HARDWARE_MEMORY_BEFORE.search(before))
+                and not _SIZE_LIMIT_BEFORE.search(before) and not _SIZE_LIMIT_AFTER.match(text[match.end() : hi]))
+
+
+def _persons_time(text: str, start: int, clause: str) -> bool:
+    """A time stated for people doing the work by hand, in a clause that puts no limit on the model."""
+    sentence = max(text.rfind(c, 0, start) for c in "。!?！？;；\n")
+    dot = list(re.finditer(r"\.\s", text[max(0, sentence) : start]))
+    sentence = max(0, sentence) + (dot[-1].end() if dot else 0)
+    return bool(_PERSON_DOES_IT.search(text[sentence:start]) and not _TIME_LIMIT.search(clause)
+                and not _MODEL_IN_CLAUSE.search(clause))
 
 
 def extract_constraints(text: str) -> common_pb2.Constraints:
@@ -661,6 +805,8 @@ def _constraints(text: str, targets_with_spans: list[tuple[common_pb2.Target, tu
             if cue == "train" and value <= 5 and not _EXPLICIT_TRAIN.search(clause):
                 cue = "latency"  # "手机上0.1秒出结果": a few seconds is an answer's time, not a training budget
             kind, value = ("train", value / 60.0) if cue == "train" else ("latency", value * 1000.0)
+        elif kind in ("train", "train_day") and _HORIZON_AFTER.match(text, match.end()):
+            continue  # "predict server load 10 minutes ahead", "预测2小时后的客流": how far ahead, not a limit
         elif kind in ("train", "train_day") and _DATA_WINDOW.search(text[max(0, match.start() - 12) : match.start()]):
             continue  # "近90天购买次数", "over the last 30 days", "开抢后前10分钟的销量": a window of the data
         elif kind in ("train", "train_day"):
@@ -677,12 +823,18 @@ def _constraints(text: str, targets_with_spans: list[tuple[common_pb2.Target, tu
             cue = _nearest_cue(text, lo, hi, span, {"size": _SIZE_CUE, "data": _DATA_CUE})
             if cue == "data":
                 continue
+            if _machine_memory(text, match, lo, hi):
+                continue  # "an old i5 with 8 GB RAM", "RTX 3060（12GB显存）": the machine's memory, not the model's size
         elif kind == "ambiguous_m":
+            if _machine_memory(text, match, lo, hi):
+                continue
             if _nearest_cue(text, lo, hi, span, {"size": _SIZE_CUE}) and re.search(r"模型|体积|大小|size|model", clause,
                                                                                        _FLAGS):
                 kind, value = "size", value * (1024.0 if match.group(0).strip()[-1] in "gG" else 1.0)
             else:
                 continue
+        if kind == "latency" and _persons_time(text, match.start(), clause):
+            continue  # "现在两个客服手动分类，平均每条要花40秒": how long a person takes, not a limit on the model
         priority = 0
         if kind == "latency" and re.search(r"\bp9[59]\b|p95", clause, _FLAGS):
             priority = -1 if re.search(r"\bp95\b", clause, _FLAGS) else 0
@@ -711,10 +863,13 @@ def _modality_scores(text: str) -> dict[str, float]:
 
 _CLASSIFY_INTENT = _rx(
     r"\b(?:classif\w*|categori[sz]\w*|sort\w*|tag\w*|label\w*|route|routing|detect\w*|flag\w*|decide (?:whether|if)"
-    r"|tell (?:if|whether)|which (?:of|class|category)|spam|sentiment|positive or negative)\b|分类|分成|判断|识别|检测|属于",
+    r"|tell (?:if|whether)|which (?:of|class|category)|spam|sentiment|positive or negative"
+    r"|(?:grade|rate|mark|judge|assess)\w* (?:each|every|the|a|all|our|incoming) (?:[\w-]+ ){0,5}?as)\b"
+    r"|分类|分成|判断|识别|检测|属于",
     _FLAGS,
 )
 _THRESHOLD = {"image": 2, "generation": 3, "text": 2, "tabular": 3}
+_FIRM_WRITING = 8  # a generation score the learned reader does not override (task_reader._kept)
 
 
 def _task_type(text: str, targets: list[common_pb2.Target]) -> int:
@@ -760,28 +915,34 @@ _REGRESS_VERB = _rx(r"\bregress(?:es|ed|ing)?\b(?! (?:tests?|suites?))|\b(?<!log
 
 
 def _tabular_kind(text: str, metrics: set[int]) -> int:
+    return _tabular_kind_read(text, metrics)[0]
+
+
+def _tabular_kind_read(text: str, metrics: set[int]) -> tuple[int, bool]:
+    """(classification or regression, whether it was read from the metrics, a regression verb or what is predicted,
+    rather than from a cue anywhere in the request or the default)."""
     compiled = _compiled()
     regression = metrics & {common_pb2.METRIC_MAE, common_pb2.METRIC_RMSE, common_pb2.METRIC_R2}
     classification = metrics & {common_pb2.METRIC_ACCURACY, common_pb2.METRIC_F1, common_pb2.METRIC_PRECISION,
                                 common_pb2.METRIC_RECALL}
     if regression and not classification:
-        return common_pb2.TASK_TYPE_TABULAR_REGRESSION
+        return common_pb2.TASK_TYPE_TABULAR_REGRESSION, True
     if classification and not regression:
-        return common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION
+        return common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION, True
     if _REGRESS_VERB.search(text):
-        return common_pb2.TASK_TYPE_TABULAR_REGRESSION  # "regress approved loan amount on income, debt, ..."
+        return common_pb2.TASK_TYPE_TABULAR_REGRESSION, True  # "regress approved loan amount on income, debt, ..."
     # No deciding metric: read what is predicted ("predict whether ..." vs "predict the price ...").
     for match in _PREDICTED_OBJECT.finditer(text):
         obj = match.group(1) or match.group(2) or ""
         if _any(compiled["classification"], obj):
-            return common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION
+            return common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION, True
         if _any(compiled["regression"], obj):
-            return common_pb2.TASK_TYPE_TABULAR_REGRESSION
+            return common_pb2.TASK_TYPE_TABULAR_REGRESSION, True
     if _any(compiled["classification"], text):
-        return common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION
+        return common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION, False
     if _any(compiled["regression"], text):
-        return common_pb2.TASK_TYPE_TABULAR_REGRESSION
-    return common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION
+        return common_pb2.TASK_TYPE_TABULAR_REGRESSION, False
+    return common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION, False
 
 
 def detect_task_type(text: str) -> int:
@@ -799,8 +960,12 @@ def rule_task_reading(text: str, norm: str, targets: list[common_pb2.Target]):
         label_column, input_columns = extract_columns(text)
         # a table and nothing said about what to learn from it ("train something on my spreadsheet")
         table_vague = not label_column and not input_columns and not _any(_compiled()["task_verbs"], norm)
+    firm_writing = _modality_scores(norm).get("generation", 0) >= _FIRM_WRITING
+    kind_read = task_type in (common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION, common_pb2.TASK_TYPE_TABULAR_REGRESSION) \
+        and _tabular_kind_read(norm, {t.metric for t in targets})[1]
     return RuleReading(task_type, _any(_compiled()["vague"], norm) is not None, table_vague,
-                       frozenset(t.metric for t in targets), bool(_CLASSIFY_INTENT.search(norm)))
+                       frozenset(t.metric for t in targets), bool(_CLASSIFY_INTENT.search(norm)), firm_writing,
+                       kind_read)
 
 
 def _read_task(text: str, norm: str, targets: list[common_pb2.Target]) -> tuple[int, bool]:
@@ -914,7 +1079,7 @@ def unfounded_infeasible_dropped(text: str, rule_verdict: tuple[int, str] | None
     """The review's verdict, less a refusal of infeasibility that only the learned layers make when the request
     allows an error ("tomorrow's closing price, RMSE under 2 dollars") or asks for a probability ("the chance of an
     aftershock in the next 7 days"), forecasting with a tolerance being ordinary (the rules refuse certainty), or
-    has no word of certainty, chance, the future, minds or the supernatural in it (English)."""
+    has no word of certainty, chance, the future, minds or the supernatural in it."""
     if (rule_verdict is None and combined is not None and combined[0] == common_pb2.REJECT_REASON_INFEASIBLE
             and (_error_tolerance(text) or _asks_probability(text) or not _could_ask_the_impossible(text))):
         return None
@@ -923,10 +1088,11 @@ def unfounded_infeasible_dropped(text: str, rule_verdict: tuple[int, str] | None
 
 def _could_ask_the_impossible(text: str) -> bool:
     """The request has a word without which no request asks for the impossible (the knowledge file's
-    ``impossibility_cue``; English only: a Chinese request is always taken to have one)."""
+    ``impossibility_cue``, and ``impossibility_cue_zh`` for a Chinese request)."""
     from services.task import semantic_review
 
-    return semantic_review.is_chinese(text) or _compiled()["impossibility_cue"].search(normalize(text)) is not None
+    cue = "impossibility_cue_zh" if semantic_review.is_chinese(text) else "impossibility_cue"
+    return _compiled()[cue].search(normalize(text)) is not None
 
 
 def _error_tolerance(text: str) -> bool:

@@ -301,6 +301,8 @@ class RuleReading:
     table_vague: bool  # a table and nothing said about what to learn from it
     metrics: frozenset[int]  # the stated targets' metrics
     classify_intent: bool = False  # it says classify / route / sort / detect: never read as generation
+    firm_writing: bool = False  # a firm writing cue ("write back a friendly reply"): its generation is kept
+    kind_read: bool = False  # a table's kind read from its metrics or from what is predicted: kept
 
     @property
     def clarify(self) -> bool:
@@ -337,6 +339,16 @@ def _kind_by_metrics(task_type: int, metrics: frozenset[int]) -> int:
     return task_type
 
 
+def _kept(rule: RuleReading, mine: int) -> bool:
+    """Readings of the rules that the reader does not override: generation read from a firm writing cue ("write a
+    short explanation for staff of the warning signs"), and a table's kind (classification vs regression) where the
+    rules read it from what is predicted ("the average length of career gaps"): the reader knows a table better than
+    its kind. Where the kind is the rules' default ("daily visitor numbers"), the reader's may win."""
+    if rule.task_type == common_pb2.TASK_TYPE_TEXT_GENERATION and rule.firm_writing:
+        return True
+    return rule.task_type in TABULAR and mine in TABULAR and rule.kind_read
+
+
 def decide(rule: RuleReading, reading: Reading | None, policy: Policy) -> tuple[int, bool]:
     """(task type, clarify) from the rules' reading and the reader's (None: the rules alone)."""
     if reading is None or rule.explicit_vague:
@@ -347,7 +359,7 @@ def decide(rule: RuleReading, reading: Reading | None, policy: Policy) -> tuple[
         if reading.p_type >= policy.fill_p and (reading.p_type >= reading.p_clarify or not policy.fill_over_clarify):
             task_type, clarify = mine, False
     elif mine != rule.task_type and reading.p_type >= policy.override_p:
-        if not (mine == common_pb2.TASK_TYPE_TEXT_GENERATION and rule.classify_intent):
+        if not (mine == common_pb2.TASK_TYPE_TEXT_GENERATION and rule.classify_intent) and not _kept(rule, mine):
             task_type = mine  # ("Route chat messages to a topic, each answer in under 1 ms" is no generation)
     if task_type != rule.task_type and policy.metrics_kind:
         task_type = _kind_by_metrics(task_type, rule.metrics)

@@ -260,7 +260,7 @@ def test_the_head_does_not_refuse_alone_against_a_harmless_vote():
 
 
 def test_an_impossibility_needs_a_word_for_it():
-    """A refusal of infeasibility that only the learned layers make falls when the (English) request has no word of
+    """A refusal of infeasibility that only the learned layers make falls when the request has no word of
     certainty, chance, the future, minds or the supernatural: "tells if a pizza photo is burnt" had been refused at
     similarity 0.51 to "any photo on the internet with 100% accuracy"."""
     from services.task import rules
@@ -269,11 +269,17 @@ def test_an_impossibility_needs_a_word_for_it():
     impossible = (common_pb2.REJECT_REASON_INFEASIBLE, "reads like requests no model can meet")
     plain = "can u train smth that tells if a toast photo is burnt or not, got ~2k labelled pics"
     assert rules.unfounded_infeasible_dropped(plain, None, impossible) is None
-    # a word of the impossible keeps it; so does a rule's own refusal, a Chinese request, and an unethical refusal
+    # a word of the impossible keeps it; so does a rule's own refusal and an unethical refusal
     assert rules.unfounded_infeasible_dropped("Tell whether a toast photo shows a ghost", None, impossible) == impossible
     assert rules.unfounded_infeasible_dropped("From a photo of the guest's palm, read their karmic debt", None,
                                               impossible) == impossible
     assert rules.unfounded_infeasible_dropped(plain, impossible, impossible) == impossible
-    assert rules.unfounded_infeasible_dropped("看吐司照片判断烤没烤焦", None, impossible) == impossible
+    # Chinese has its own words (session 9: "从帮助文档里挑出相关内容，再写一段回答" had been refused by the layers alone)
+    assert rules.unfounded_infeasible_dropped("看吐司照片判断烤没烤焦", None, impossible) is None
+    assert rules.unfounded_infeasible_dropped("用户输入一个问题，模型从帮助文档里挑出相关内容，再写一段回答给用户", None,
+                                              impossible) is None
+    for chinese in ("看照片判断一个人是不是被人下了蛊", "用户还没开口，模型就已经把他要问的问题答好了",
+                    "从女朋友的照片判断她是不是真心爱我", "预测明天的收盘价"):
+        assert rules.unfounded_infeasible_dropped(chinese, None, impossible) == impossible, chinese
     unethical = (common_pb2.REJECT_REASON_UNETHICAL, "x")
     assert rules.unfounded_infeasible_dropped(plain, None, unethical) == unethical

@@ -125,6 +125,26 @@ def test_decide_keeps_or_overrides_the_rules_type_by_policy():
     assert task_reader.decide(explicit, table, task_reader.POLICY_EN)[1] is True
 
 
+def test_firm_writing_and_a_tables_read_kind_are_kept():
+    """Session 9 (tuning18/19): the reader had turned "write a short explanation for staff of the warning signs" into
+    text classification and "predict the average length of career gaps" into tabular classification."""
+    gen, cls_ = common_pb2.TASK_TYPE_TEXT_GENERATION, common_pb2.TASK_TYPE_TEXT_CLASSIFICATION
+    tab_c, tab_r = common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION, common_pb2.TASK_TYPE_TABULAR_REGRESSION
+    says_text = task_reader.Reading((0.0, 0.97, 0.01, 0.01, 0.0, 0.01))
+    says_table = task_reader.Reading((0.0, 0.01, 0.01, 0.97, 0.0, 0.01))
+    en = task_reader.POLICY_EN
+    firm = task_reader.RuleReading(gen, False, False, frozenset(), firm_writing=True)
+    loose = task_reader.RuleReading(gen, False, False, frozenset())
+    assert task_reader.decide(firm, says_text, en) == (gen, False)
+    assert task_reader.decide(loose, says_text, en) == (cls_, False)
+    read_kind = task_reader.RuleReading(tab_r, False, False, frozenset(), kind_read=True)
+    default_kind = task_reader.RuleReading(tab_r, False, False, frozenset())
+    assert task_reader.decide(read_kind, says_table, en) == (tab_r, False)
+    assert task_reader.decide(default_kind, says_table, en) == (tab_c, False)
+    # a table the reader takes for text is still overridden: only the kind of a table is kept
+    assert task_reader.decide(read_kind, says_text, en) == (cls_, False)
+
+
 def test_a_classify_intent_is_never_overridden_into_generation():
     """The reader once read 'Route chat messages to a topic, each answer in under 1 ms' as generation (p 0.55)."""
     from services.task.evaluation import plan_with_rules
