@@ -63,6 +63,7 @@ FIRST_CONTACT = {
     "fresh15": "f3a9f5c",
     "tuning18": "4088967",
     "tuning19": "4088967",
+    "tuning20": "94ccffe",
 }
 
 _RULES_AT = """

@@ -760,12 +760,16 @@ def _machine_memory(text: str, match: re.Match[str], lo: int, hi: int) -> bool:
                 and not _SIZE_LIMIT_BEFORE.search(before) and not _SIZE_LIMIT_AFTER.match(text[match.end() : hi]))
 
 
-def _persons_time(text: str, start: int, clause: str) -> bool:
-    """A time stated for people doing the work by hand, in a clause that puts no limit on the model."""
+def _sentence_start(text: str, start: int) -> int:
+    """Where the sentence holding text[start] begins."""
     sentence = max(text.rfind(c, 0, start) for c in "。!?！？;；\n")
     dot = list(re.finditer(r"\.\s", text[max(0, sentence) : start]))
-    sentence = max(0, sentence) + (dot[-1].end() if dot else 0)
-    return bool(_PERSON_DOES_IT.search(text[sentence:start]) and not _TIME_LIMIT.search(clause)
+    return max(0, sentence) + (dot[-1].end() if dot else 0)
+
+
+def _persons_time(text: str, start: int, clause: str) -> bool:
+    """A time stated for people doing the work by hand, in a clause that puts no limit on the model."""
+    return bool(_PERSON_DOES_IT.search(text[_sentence_start(text, start) : start]) and not _TIME_LIMIT.search(clause)
                 and not _MODEL_IN_CLAUSE.search(clause))
 
 
@@ -811,6 +815,10 @@ def _constraints(text: str, targets_with_spans: list[tuple[common_pb2.Target, tu
             continue  # "近90天购买次数", "over the last 30 days", "开抢后前10分钟的销量": a window of the data
         elif kind in ("train", "train_day"):
             cue = _nearest_cue(text, lo, hi, span, {"train": _TRAIN_CUE, "latency": _LATENCY_CUE})
+            if cue is None and _TIME_LIMIT.search(clause):
+                # a bare limit after a comma ("Training has to run overnight, 8 hours max"): its sentence says what
+                cue = _nearest_cue(text, _sentence_start(text, lo), hi, span, {"train": _TRAIN_CUE,
+                                                                               "latency": _LATENCY_CUE})
             if cue == "latency" and kind == "train":
                 if value > 10:
                     continue  # "legal has 48h to respond": a person's deadline, not a model's answer time
