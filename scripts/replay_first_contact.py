@@ -64,6 +64,7 @@ FIRST_CONTACT = {
     "tuning18": "4088967",
     "tuning19": "4088967",
     "tuning20": "94ccffe",
+    "fresh16": "deeef64",
 }
 
 _RULES_AT = """

@@ -438,6 +438,11 @@ _REPLACEMENTS: list[tuple[re.Pattern[str], object]] = [
     (re.compile(r"(\d+(?:\.\d+)?)\s*万"), lambda m: _fmt(float(m.group(1)) * 10000)),
     (re.compile(r"(\d+(?:\.\d+)?)\s*千(?!字节|克|米|瓦)"), lambda m: _fmt(float(m.group(1)) * 1000)),
     (re.compile(r"(\d+(?:\.\d+)?)个(小时|钟头)"), r"\1\2"),
+    # "困惑度低于二十", "准确率达到九十五%": a Chinese numeral right after a metric and its comparison is a number
+    (re.compile(rf"((?:困惑度|准确率|正确率|召回率|精确率|精准率|F1值?|平均绝对误差|均方根误差|决定系数|MAE|RMSE|R2)(?:值)?(?:要|需要|得|应该|必须)?"
+                rf"(?:低于|小于|不超过|不高于|不大于|高于|大于|不低于|不小于|至少|达到|控制在|在|为|是)\s*)([{_CN_NUM}]+)"
+                r"(?![点个件台万千百元块%％]|成)"),
+     lambda m: m.group(1) + (_fmt(v) if (v := _cn_to_number(m.group(2))) is not None else m.group(2))),
     # "recall九成以上" → "recall 90%以上": a metric's name glued to its figure
     (re.compile(r"(?<![A-Za-z])(recall|precision|accuracy|acc|mae|rmse)(?=\d)", _FLAGS), r"\1 "),
     # compound durations: "1h30m", "1h 30min", "2 hours 15 minutes", "1小时30分钟" → minutes; "1m30s", "1分30秒" → seconds
