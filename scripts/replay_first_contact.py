@@ -11,7 +11,7 @@ This script rebuilds the first contact: for each set of ``FIRST_CONTACT`` the ru
 and its knowledge file) are checked out from git as they stood when the set arrived (a detached worktree
 under a temporary folder), and the learned layers are trained on every other learnable set. The review
 then combines them with the layers' code and thresholds as they stand now (semantic_review.layered, then
-rules.unfounded_infeasible_dropped), and the figures are printed per set and in all. The decision of an item the review
+rules.final_verdict), and the figures are printed per set and in all. The decision of an item the review
 lets through comes from today's rules (accept / clarify), so only the review is replayed.
 
     .venv/bin/python scripts/replay_first_contact.py            # about 15 minutes on two cores (25 sets)
@@ -65,6 +65,7 @@ FIRST_CONTACT = {
     "tuning19": "4088967",
     "tuning20": "94ccffe",
     "fresh16": "deeef64",
+    "tuning21": "4a1e8ae",
 }
 
 _RULES_AT = """
@@ -156,7 +157,7 @@ def replay(sets: list[str], inputs: list[dict] | None = None) -> dict[str, dict]
                     fold_head = heads["zh" if chinese else "en"]
                     head = (fold_head.predict(text), head_params)
                     windows = _window_opinions(text, fold_head) if inputs is not None else None
-                    verdicts[text] = rules.unfounded_infeasible_dropped(text, rule_verdict, semantic_review.layered(
+                    verdicts[text] = rules.final_verdict(text, rule_verdict, semantic_review.layered(
                         text, rule_verdict, protective, the_vote, params, head,
                         (lambda w=windows: w) if windows is not None else
                         (lambda t=text, h=fold_head: _window_opinions(t, h))))

@@ -60,7 +60,7 @@ TASK_SETS = ("heldout", "heldout2", "tuning", "tuning2", "fresh3", "fresh4", "fr
              "tuning6", "fresh11", "tuning7", "tuning8",
              "tuning9", "fresh12", "tuning10", "tuning11", "tuning12", "fresh13", "tuning13", "tuning14",
              "tuning15", "tuning16", "fresh14", "tuning17", "fresh15", "tuning18", "tuning19", "tuning20",
-             "fresh16")
+             "fresh16", "tuning21")
 # Empty between pieces of work: the next sealed set is written (blind to the code) before the next round of tuning.
 SEALED_TASK_SETS: tuple[str, ...] = ("fresh17",)
 

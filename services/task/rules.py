@@ -1084,7 +1084,18 @@ def full_review(text: str) -> tuple[int, str] | None:
     if not semantic_review.enabled():
         return review(text)
     verdict, doubt = review_inputs(text)
-    return unfounded_infeasible_dropped(text, verdict, semantic_review.review(text, verdict, doubt))
+    return final_verdict(text, verdict, semantic_review.review(text, verdict, doubt))
+
+
+def final_verdict(text: str, rule_verdict: tuple[int, str] | None,
+                  combined: tuple[int, str] | None) -> tuple[int, str] | None:
+    """What the rules keep of the learned layers' verdict: a rule's unethical refusal of a request that evades a
+    detector ("varied enough to slip past the marketplace's fake-review detector") is never lifted, whatever the
+    layers say of its detector words; then :func:`unfounded_infeasible_dropped`."""
+    if (rule_verdict is not None and rule_verdict[0] == common_pb2.REJECT_REASON_UNETHICAL
+            and _read_for_review(text).evasion):
+        return rule_verdict
+    return unfounded_infeasible_dropped(text, rule_verdict, combined)
 
 
 def unfounded_infeasible_dropped(text: str, rule_verdict: tuple[int, str] | None,
