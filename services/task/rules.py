@@ -883,10 +883,15 @@ _CLASSIFY_INTENT = _rx(
 )
 _THRESHOLD = {"image": 2, "generation": 3, "text": 2, "tabular": 3}
 _FIRM_WRITING = 8  # a generation score the learned reader does not override (task_reader._kept)
+_MODALITY_TYPE = {"image": common_pb2.TASK_TYPE_IMAGE_CLASSIFICATION, "generation": common_pb2.TASK_TYPE_TEXT_GENERATION,
+                  "text": common_pb2.TASK_TYPE_TEXT_CLASSIFICATION}
 
 
-def _task_type(text: str, targets: list[common_pb2.Target]) -> int:
+def _task_type(text: str, targets: list[common_pb2.Target]) -> tuple[int, bool, bool]:
+    """(task type, whether a firm writing cue was read, whether a table's kind was read rather than defaulted): the
+    last two are what the learned reader may not override (task_reader._kept)."""
     scores = _modality_scores(text)
+    firm_writing = scores.get("generation", 0) >= _FIRM_WRITING
     metrics = {t.metric for t in targets}
     if common_pb2.METRIC_PERPLEXITY in metrics:
         scores["generation"] = scores.get("generation", 0) + 5
@@ -908,15 +913,10 @@ def _task_type(text: str, targets: list[common_pb2.Target]) -> int:
         score, _, modality = max(positive)
         if score >= 2:
             best = modality
-    if best == "image":
-        return common_pb2.TASK_TYPE_IMAGE_CLASSIFICATION
-    if best == "generation":
-        return common_pb2.TASK_TYPE_TEXT_GENERATION
-    if best == "text":
-        return common_pb2.TASK_TYPE_TEXT_CLASSIFICATION
     if best == "tabular":
-        return _tabular_kind(text, metrics)
-    return common_pb2.TASK_TYPE_UNSPECIFIED
+        kind, kind_read = _tabular_kind(text, metrics)
+        return kind, firm_writing, kind_read
+    return _MODALITY_TYPE.get(best, common_pb2.TASK_TYPE_UNSPECIFIED), firm_writing, False
 
 
 _PREDICTED_OBJECT = _rx(
@@ -927,11 +927,7 @@ _PREDICTED_OBJECT = _rx(
 _REGRESS_VERB = _rx(r"\bregress(?:es|ed|ing)?\b(?! (?:tests?|suites?))|\b(?<!logistic )regression (?:of|on)\b")
 
 
-def _tabular_kind(text: str, metrics: set[int]) -> int:
-    return _tabular_kind_read(text, metrics)[0]
-
-
-def _tabular_kind_read(text: str, metrics: set[int]) -> tuple[int, bool]:
+def _tabular_kind(text: str, metrics: set[int]) -> tuple[int, bool]:
     """(classification or regression, whether it was read from the metrics, a regression verb or what is predicted,
     rather than from a cue anywhere in the request or the default)."""
     compiled = _compiled()
@@ -967,15 +963,12 @@ def rule_task_reading(text: str, norm: str, targets: list[common_pb2.Target]):
     """What the rules alone read of the task: type, vague pattern, a table with nothing said, the metrics."""
     from services.task.task_reader import RuleReading
 
-    task_type = _task_type(norm, targets)
+    task_type, firm_writing, kind_read = _task_type(norm, targets)
     table_vague = False
     if task_type in (common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION, common_pb2.TASK_TYPE_TABULAR_REGRESSION):
         label_column, input_columns = extract_columns(text)
         # a table and nothing said about what to learn from it ("train something on my spreadsheet")
         table_vague = not label_column and not input_columns and not _any(_compiled()["task_verbs"], norm)
-    firm_writing = _modality_scores(norm).get("generation", 0) >= _FIRM_WRITING
-    kind_read = task_type in (common_pb2.TASK_TYPE_TABULAR_CLASSIFICATION, common_pb2.TASK_TYPE_TABULAR_REGRESSION) \
-        and _tabular_kind_read(norm, {t.metric for t in targets})[1]
     return RuleReading(task_type, _any(_compiled()["vague"], norm) is not None, table_vague,
                        frozenset(t.metric for t in targets), bool(_CLASSIFY_INTENT.search(norm)), firm_writing,
                        kind_read)
